@@ -1,0 +1,226 @@
+from django.contrib import admin
+from django.db.models import Count, Q
+
+from convoys import services
+from convoys.models import Bead, BeadDependency, Convoy, Event, Leg, LegDependency, Notification
+from rigs.admin import RigAdmin, run_service_action
+from rigs.models import Rig
+
+
+class LegInline(admin.TabularInline):
+    model = Leg
+    extra = 0
+    fields = ["key", "title", "rig", "agent", "state", "position"]
+    readonly_fields = ["state"]
+    autocomplete_fields = ["rig", "agent"]
+    show_change_link = True
+
+
+@admin.register(Convoy)
+class ConvoyAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "repository", "state", "progress", "created_at", "updated_at"]
+    list_filter = ["state", "repository"]
+    list_select_related = ["repository"]
+    search_fields = ["title", "slug", "description"]
+    readonly_fields = [
+        "state",
+        "progress",
+        "spent_usd",
+        "launched_at",
+        "landed_at",
+        "created_at",
+        "updated_at",
+    ]
+    prepopulated_fields = {"slug": ["title"]}
+    inlines = [LegInline]
+    actions = ["cancel"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _legs=Count("legs"),
+                _landed=Count("legs", filter=Q(legs__state=Leg.State.LANDED)),
+            )
+        )
+
+    @admin.display(description="progress")
+    def progress(self, obj: Convoy) -> str:
+        total = getattr(obj, "_legs", None)
+        if total is None:
+            total = obj.legs.count()
+            landed = obj.legs.filter(state=Leg.State.LANDED).count()
+        else:
+            landed = obj._landed
+        return f"{landed}/{total} legs landed"
+
+    @admin.action(description="Cancel selected convoys")
+    def cancel(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda c: services.convoy_cancel(convoy=c, reason=f"cancelled by {request.user}"),
+            "Cancelled",
+        )
+
+
+class LegDependencyInline(admin.TabularInline):
+    model = LegDependency
+    fk_name = "leg"
+    extra = 0
+    autocomplete_fields = ["depends_on"]
+
+
+@admin.register(Leg)
+class LegAdmin(admin.ModelAdmin):
+    list_display = ["key", "title", "convoy", "rig", "agent", "state", "updated_at"]
+    list_filter = ["state", "convoy"]
+    list_select_related = ["convoy", "rig", "rig__repository", "agent"]
+    search_fields = ["key", "title", "convoy__title", "rig__slug"]
+    readonly_fields = ["state", "landed_merge_request", "landed_at", "created_at", "updated_at"]
+    autocomplete_fields = ["convoy", "rig", "agent"]
+    inlines = [LegDependencyInline]
+
+
+class BeadDependencyInline(admin.TabularInline):
+    model = BeadDependency
+    fk_name = "bead"
+    extra = 0
+    autocomplete_fields = ["depends_on"]
+
+
+@admin.register(Bead)
+class BeadAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "title",
+        "status",
+        "priority",
+        "type",
+        "rig",
+        "leg",
+        "assignee",
+        "updated_at",
+    ]
+    list_filter = ["status", "type", "priority", "rig__repository"]
+    list_select_related = ["rig", "rig__repository", "leg", "leg__convoy", "assignee"]
+    search_fields = ["short_id", "title", "description"]
+    readonly_fields = ["short_id", "status", "claimed_at", "closed_at", "created_at", "updated_at"]
+    autocomplete_fields = [
+        "rig",
+        "leg",
+        "convoy",
+        "repository",
+        "assignee",
+        "discovered_from_merge_request",
+    ]
+    inlines = [BeadDependencyInline]
+    actions = ["close", "reopen"]
+
+    def save_model(self, request, obj: Bead, form, change: bool) -> None:
+        if not obj.short_id:
+            from convoys.beads import bead_short_id_new
+
+            obj.short_id = bead_short_id_new()
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Close selected beads")
+    def close(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda b: services.bead_close(bead=b, reason=f"closed by {request.user}"),
+            "Closed",
+        )
+
+    @admin.action(description="Reopen selected beads")
+    def reopen(self, request, queryset) -> None:
+        run_service_action(
+            self, request, queryset, lambda b: services.bead_reopen(bead=b), "Reopened"
+        )
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = [
+        "summary",
+        "rig",
+        "kind",
+        "severity",
+        "depth",
+        "occurrences",
+        "acked_at",
+        "created_at",
+    ]
+    list_filter = ["kind", "severity", ("acked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["rig", "rig__repository"]
+    search_fields = ["summary", "action", "rig__slug"]
+    readonly_fields = [
+        "rig",
+        "kind",
+        "severity",
+        "summary",
+        "action",
+        "changes",
+        "source_rig",
+        "source_merge_request",
+        "source_commits",
+        "cascade",
+        "depth",
+        "fingerprint",
+        "occurrences",
+        "acked_at",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["ack"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # notifications are made by cascades
+
+    @admin.action(description="Acknowledge selected notifications")
+    def ack(self, request, queryset) -> None:
+        run_service_action(
+            self, request, queryset, lambda n: services.notification_ack(notification=n), "Acked"
+        )
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "repository_id", "convoy_id", "rig_id", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["kind"]
+    readonly_fields = ["kind", "payload", "repository", "convoy", "rig", "created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the log is append-only
+
+
+class BeadInline(admin.TabularInline):
+    model = Bead
+    fk_name = "rig"
+    extra = 0
+    fields = ["short_id", "title", "status", "priority", "type", "assignee"]
+    readonly_fields = ["short_id", "status"]
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # add beads from the bead page so they get an id and a home
+
+
+# The rig page shows its beads; rigs cannot know convoys, so the inline is attached here.
+admin.site.unregister(Rig)
+
+
+@admin.register(Rig)
+class RigWithBeadsAdmin(RigAdmin):
+    inlines = [*RigAdmin.inlines, BeadInline]

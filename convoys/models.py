@@ -1,0 +1,400 @@
+"""Convoys and their legs, beads and their dependencies, notifications and the event log."""
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+from rigs.models import Agent, MergeRequest, Repository, Rig
+from rigs.validators import validate_branch_name, validate_globs, validate_slug
+
+
+class ConvoyState(models.TextChoices):
+    DRAFT = "draft"
+    LAUNCHED = "launched"
+    BLOCKED = "blocked"
+    LANDING = "landing"
+    LANDED = "landed"
+    CANCELLED = "cancelled"
+
+
+class Convoy(models.Model):
+    """A coordinated batch of work spanning several rigs, tracked as one unit."""
+
+    State = ConvoyState
+
+    S = State
+    TRANSITIONS = {
+        S.DRAFT: {S.LAUNCHED, S.CANCELLED},
+        S.LAUNCHED: {S.BLOCKED, S.LANDING, S.LANDED, S.CANCELLED},
+        S.BLOCKED: {S.LAUNCHED, S.LANDING, S.LANDED, S.CANCELLED},
+        S.LANDING: {S.LAUNCHED, S.BLOCKED, S.LANDED, S.CANCELLED},
+        # Adding a leg to a landed convoy reopens it.
+        S.LANDED: {S.LAUNCHED},
+        S.CANCELLED: set(),
+    }
+
+    slug = models.CharField(max_length=63, unique=True, validators=[validate_slug])
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="convoys")
+    target_branch = models.CharField(max_length=200, validators=[validate_branch_name])
+    state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT)
+    use_integration_branch = models.BooleanField(
+        default=False, help_text="Legs merge into convoy/<slug>; the convoy lands as one merge."
+    )
+    budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    spent_usd = models.DecimalField(max_digits=10, decimal_places=2, default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    launched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    landed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=ConvoyState.values), name="convoy_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(budget_usd__isnull=True) | Q(budget_usd__gte=0),
+                name="convoy_budget_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "updated_at"], name="convoy_state_updated")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def integration_branch(self) -> str:
+        return f"convoy/{self.slug}" if self.use_integration_branch else ""
+
+
+class LegState(models.TextChoices):
+    PENDING = "pending", "pending (waiting for dependencies)"
+    READY = "ready"
+    WORKING = "working"
+    MERGING = "merging"
+    LANDED = "landed"
+    CANCELLED = "cancelled"
+
+
+class Leg(models.Model):
+    """One rig's piece of a convoy."""
+
+    State = LegState
+
+    S = State
+    TRANSITIONS = {
+        S.PENDING: {S.READY, S.CANCELLED},
+        S.READY: {S.PENDING, S.WORKING, S.MERGING, S.LANDED, S.CANCELLED},
+        S.WORKING: {S.READY, S.MERGING, S.LANDED, S.CANCELLED},
+        S.MERGING: {S.WORKING, S.LANDED, S.CANCELLED},
+        S.LANDED: set(),
+        S.CANCELLED: set(),
+    }
+
+    convoy = models.ForeignKey(Convoy, on_delete=models.CASCADE, related_name="legs")
+    key = models.CharField(
+        max_length=63, validators=[validate_slug], help_text="Names the leg inside its convoy."
+    )
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    rig = models.ForeignKey(
+        Rig, on_delete=models.PROTECT, null=True, blank=True, related_name="legs"
+    )
+    agent = models.ForeignKey(
+        Agent,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="legs",
+        help_text="Agent to provision a rig for at launch, when no rig is given.",
+    )
+    scope = models.JSONField(default=list, blank=True, validators=[validate_globs])
+    watch = models.JSONField(default=list, blank=True, validators=[validate_globs])
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    position = models.PositiveSmallIntegerField(default=0)
+    depends_on = models.ManyToManyField(
+        "self", symmetrical=False, through="LegDependency", related_name="dependents", blank=True
+    )
+    landed_merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    landed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["convoy_id", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["convoy", "key"], name="leg_unique_key"),
+            models.CheckConstraint(condition=Q(state__in=LegState.values), name="leg_state_valid"),
+        ]
+        indexes = [models.Index(fields=["rig", "state"], name="leg_rig_state")]
+
+    def __str__(self) -> str:
+        return f"{self.convoy.slug}:{self.key}" if self.convoy_id else self.key
+
+
+class LegDependency(models.Model):
+    leg = models.ForeignKey(Leg, on_delete=models.CASCADE, related_name="dependency_links")
+    depends_on = models.ForeignKey(Leg, on_delete=models.CASCADE, related_name="dependent_links")
+
+    class Meta:
+        verbose_name_plural = "leg dependencies"
+        constraints = [
+            models.UniqueConstraint(fields=["leg", "depends_on"], name="leg_dependency_unique"),
+            models.CheckConstraint(
+                condition=~Q(leg=F("depends_on")), name="leg_dependency_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.leg} depends on {self.depends_on}"
+
+
+class BeadStatus(models.TextChoices):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress", "in progress"
+    BLOCKED = "blocked"
+    DEFERRED = "deferred"
+    CLOSED = "closed"
+
+
+class Bead(models.Model):
+    """A task in a rig's dependency graph (or waiting unassigned in a pool)."""
+
+    Status = BeadStatus
+
+    class Type(models.TextChoices):
+        TASK = "task"
+        BUG = "bug"
+        FEATURE = "feature"
+        CHORE = "chore"
+        EPIC = "epic"
+
+    S = Status
+    STATE_FIELD = "status"
+    TRANSITIONS = {
+        S.OPEN: {S.IN_PROGRESS, S.BLOCKED, S.DEFERRED, S.CLOSED},
+        S.IN_PROGRESS: {S.OPEN, S.BLOCKED, S.DEFERRED, S.CLOSED},
+        S.BLOCKED: {S.OPEN, S.IN_PROGRESS, S.DEFERRED, S.CLOSED},
+        S.DEFERRED: {S.OPEN, S.CLOSED},
+        S.CLOSED: {S.OPEN},
+    }
+
+    short_id = models.CharField(max_length=16, unique=True, editable=False)
+    rig = models.ForeignKey(
+        Rig, on_delete=models.CASCADE, null=True, blank=True, related_name="beads"
+    )
+    leg = models.ForeignKey(
+        Leg, on_delete=models.SET_NULL, null=True, blank=True, related_name="beads"
+    )
+    convoy = models.ForeignKey(
+        Convoy,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="pool_beads",
+        help_text="Set for a bead waiting in a convoy's pool.",
+    )
+    repository = models.ForeignKey(
+        Repository,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="pool_beads",
+        help_text="Set for a bead waiting in a repository's pool.",
+    )
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    acceptance_criteria = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    priority = models.PositiveSmallIntegerField(
+        default=2, validators=[MaxValueValidator(4)], help_text="0 is most urgent, 4 least."
+    )
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.TASK)
+    assignee = models.ForeignKey(
+        Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="beads"
+    )
+    labels = models.JSONField(default=list, blank=True)
+    defer_until = models.DateTimeField(null=True, blank=True)
+    close_reason = models.TextField(blank=True)
+    discovered_from_merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="follow_ups"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(priority__lte=4), name="bead_priority_range"),
+            models.CheckConstraint(
+                condition=Q(status__in=BeadStatus.values), name="bead_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(rig__isnull=False)
+                | Q(convoy__isnull=False)
+                | Q(repository__isnull=False),
+                name="bead_has_home",
+                violation_error_message="A bead belongs to a rig or waits in a convoy's or "
+                "repository's pool.",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["rig", "status", "priority", "created_at"], name="bead_rig_ready"),
+            models.Index(fields=["status", "priority", "created_at"], name="bead_status_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.short_id} {self.title}"
+
+
+class BeadDependency(models.Model):
+    """`bead` depends on `depends_on` (for `blocks`: it cannot start until that one closes)."""
+
+    class Type(models.TextChoices):
+        BLOCKS = "blocks"
+        PARENT_CHILD = "parent-child"
+        RELATED = "related"
+        DISCOVERED_FROM = "discovered-from"
+
+    BLOCKING_TYPES = (Type.BLOCKS, Type.PARENT_CHILD)
+
+    bead = models.ForeignKey(Bead, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(Bead, on_delete=models.CASCADE, related_name="dependents")
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.BLOCKS)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "bead dependencies"
+        constraints = [
+            models.UniqueConstraint(fields=["bead", "depends_on"], name="bead_dependency_unique"),
+            models.CheckConstraint(
+                condition=~Q(bead=F("depends_on")), name="bead_dependency_not_self"
+            ),
+        ]
+        indexes = [models.Index(fields=["depends_on", "type"], name="bead_dep_reverse")]
+
+    def __str__(self) -> str:
+        return f"{self.bead_id} {self.type} {self.depends_on_id}"
+
+
+class Notification(models.Model):
+    """One durable, acknowledgeable message to a rig, inside a cascade."""
+
+    class Kind(models.TextChoices):
+        BASE_MOVED = "base_moved", "base moved"
+        REBASE_NEEDED = "rebase_needed", "rebase needed"
+        INTERFACE_CHANGED = "interface_changed", "interface changed"
+        DEPENDENCIES_CHANGED = "dependencies_changed", "dependencies changed"
+        UNBLOCKED = "unblocked"
+        OVERLAP = "overlap", "overlapping work"
+        GATE_FAILED = "gate_failed", "gate failed"
+        MERGE_CONFLICTED = "merge_conflicted", "merge conflicted"
+        MERGED = "merged"
+        ASSIGNED = "assigned", "work assigned"
+        ESCALATION = "escalation"
+        INFO = "info"
+
+    class Severity(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    rig = models.ForeignKey(Rig, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    summary = models.CharField(max_length=300)
+    action = models.TextField(blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    source_rig = models.ForeignKey(
+        Rig, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_commits = models.CharField(max_length=100, blank=True, help_text="old..new")
+    cascade = models.UUIDField(default=uuid.uuid4, db_index=True)
+    depth = models.PositiveSmallIntegerField(default=0)
+    fingerprint = models.CharField(max_length=64, help_text="Identical notifications merge.")
+    occurrences = models.PositiveIntegerField(default=1)
+    acked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rig", "fingerprint"],
+                condition=Q(acked_at__isnull=True),
+                name="notification_unacked_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["rig", "acked_at", "created_at"], name="notification_inbox"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rig}: {self.summary}"
+
+
+class Event(models.Model):
+    """One row of the append-only event log: drives the live board and replays missed updates."""
+
+    kind = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict, blank=True)
+    repository = models.ForeignKey(
+        Repository,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    convoy = models.ForeignKey(
+        Convoy,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    rig = models.ForeignKey(
+        Rig,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["convoy", "id"], name="event_convoy"),
+            models.Index(fields=["rig", "id"], name="event_rig"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Events are append-only: an event cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Events are append-only: an event cannot be deleted.")

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from convoys import consumers
+
+websocket_urlpatterns = [
+    path("ws/events/", consumers.EventConsumer.as_asgi()),
+]

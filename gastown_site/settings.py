@@ -1,0 +1,232 @@
+"""Gas Town settings, read from the environment (12-factor).
+
+Nothing set: the embedded default (SQLite in WAL mode and an embedded Redis on a unix socket,
+both under the data dir). `DATABASE_URL` and `REDIS_URL` select PostgreSQL and Redis.
+"""
+
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+TESTING = "pytest" in sys.modules
+
+# Under pytest each run gets a private data dir, so tests never share var/ (or its embedded
+# Redis) with a running `make run`.
+if os.environ.get("GASTOWN_DATA_DIR"):
+    DATA_DIR = Path(os.environ["GASTOWN_DATA_DIR"]).resolve()
+elif TESTING:
+    DATA_DIR = Path(tempfile.mkdtemp(prefix="gastown-test-")).resolve()
+else:
+    DATA_DIR = BASE_DIR / "var"
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED = not DATABASE_URL and not REDIS_URL
+DEBUG = env_bool("DEBUG", False)
+
+# A development key is only acceptable with DEBUG on. Without SECRET_KEY the embedded default
+# generates a per-installation key under the data dir; production must set its own.
+DEV_SECRET_KEY = "django-insecure-gastown-development-key"
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if DEBUG or TESTING:
+        SECRET_KEY = DEV_SECRET_KEY
+    elif not DATABASE_URL:
+        key_file = DATA_DIR / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(50))
+            key_file.chmod(0o600)
+        SECRET_KEY = key_file.read_text().strip()
+    else:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set (production).")
+if SECRET_KEY.startswith("django-insecure") and not (DEBUG or TESTING):
+    raise ImproperlyConfigured(
+        "Refusing to start with the development SECRET_KEY while DEBUG is off: set SECRET_KEY."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "rigs",
+    "convoys",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gastown_site.urls"
+ASGI_APPLICATION = "gastown_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "gastown.sqlite3",
+            "OPTIONS": {
+                # WAL lets the web process read while a worker writes; IMMEDIATE takes the write
+                # lock up front, so concurrent writers wait instead of failing mid-transaction.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and channel layer -------------------------------------------------
+EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CHANNEL_REDIS_HOST: str | dict = REDIS_URL
+else:
+    CELERY_BROKER_URL = f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
+    CHANNEL_REDIS_HOST = {"address": f"unix://{EMBEDDED_REDIS_SOCKET}"}
+
+# Under pytest, a private queue and channel prefix keep test runs apart on a shared Redis.
+RUN_TAG = f"test-{os.getpid()}-{secrets.token_hex(3)}" if TESTING else ""
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [CHANNEL_REDIS_HOST],
+            "capacity": 1000,
+            "expiry": 30,
+            "prefix": f"asgi-{RUN_TAG}" if RUN_TAG else "asgi",
+        },
+    }
+}
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = f"gastown-{RUN_TAG}" if RUN_TAG else "gastown"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Auth, i18n, static ---------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve straight from the finders, so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "gastown_site.api_errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Gas Town API",
+    "DESCRIPTION": "Coordinate many AI coding agents on one codebase: rigs, convoys, beads, "
+    "merge requests, notifications and the event log.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema is the public contract agents and the `gt` CLI rely on.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Gas Town ---------------------------------------------------------------------------------
+# Repositories may only live under these roots (paths outside are refused at registration).
+GASTOWN_REPOSITORY_ROOTS = [
+    Path(p).resolve() for p in env_list("GASTOWN_REPOSITORY_ROOTS", str(DATA_DIR / "repositories"))
+]
+GASTOWN_WORKTREE_ROOT = DATA_DIR / "worktrees"
+GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SECONDS", "300"))
+GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", "120"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}},
+}

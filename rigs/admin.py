@@ -1,0 +1,223 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from rigs import services
+from rigs.models import Agent, MergeRequest, Repository, Rig
+from rigs.statemachine import IllegalTransition, StaleState
+
+
+def run_service_action(modeladmin, request, queryset, action, verb: str) -> None:
+    """Apply a service to each selected object, reporting refusals instead of failing."""
+    done = 0
+    for obj in queryset:
+        try:
+            action(obj)
+            done += 1
+        except (IllegalTransition, StaleState, ValueError) as exc:
+            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "path",
+        "target_branch",
+        "merge_strategy",
+        "batch_size",
+        "rig_count",
+        "updated_at",
+    ]
+    list_filter = ["merge_strategy", "auto_rebase"]
+    search_fields = ["name", "path"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(_rig_count=Count("rigs"))
+
+    @admin.display(description="rigs", ordering="_rig_count")
+    def rig_count(self, obj: Repository) -> int:
+        return obj._rig_count
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "runtime",
+        "is_active",
+        "token_prefix",
+        "token_expires_at",
+        "last_heartbeat_at",
+        "updated_at",
+    ]
+    list_filter = ["runtime", "is_active"]
+    search_fields = ["name"]
+    readonly_fields = ["token_prefix", "last_heartbeat_at", "created_at", "updated_at"]
+    actions = ["rotate_token", "revoke_token"]
+
+    def save_model(self, request, obj: Agent, form, change: bool) -> None:
+        if not change:
+            token = obj.issue_token()
+            super().save_model(request, obj, form, change)
+            self.message_user(
+                request,
+                f"Token for {obj.name} (shown once, store it now): {token}",
+                messages.WARNING,
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Issue a new token (shown once)")
+    def rotate_token(self, request, queryset) -> None:
+        for agent in queryset:
+            token = services.agent_rotate_token(agent=agent)
+            self.message_user(request, f"New token for {agent.name}: {token}", messages.WARNING)
+
+    @admin.action(description="Revoke token")
+    def revoke_token(self, request, queryset) -> None:
+        run_service_action(
+            self, request, queryset, lambda a: services.agent_revoke_token(agent=a), "Revoked"
+        )
+
+
+class MergeRequestInline(admin.TabularInline):
+    model = MergeRequest
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["state", "source_commit", "merge_commit", "created_at", "finished_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Rig)
+class RigAdmin(admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "repository",
+        "agent",
+        "state",
+        "branch",
+        "ahead",
+        "behind",
+        "dirty",
+        "last_heartbeat_at",
+        "updated_at",
+    ]
+    list_filter = ["state", "repository", "sparse", "agent"]
+    list_select_related = ["repository", "agent"]
+    search_fields = ["slug", "branch", "agent__name", "repository__name"]
+    readonly_fields = [
+        "state",
+        "worktree_path",
+        "base_commit",
+        "head_commit",
+        "target_commit",
+        "ahead",
+        "behind",
+        "dirty",
+        "changed_files_list",
+        "progress_bar",
+        "failure_reason",
+        "provision_attempts",
+        "provision_seconds",
+        "provisioned_at",
+        "last_heartbeat_at",
+        "last_synced_at",
+        "created_at",
+        "updated_at",
+    ]
+    inlines = [MergeRequestInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Identity fields are fixed once a rig exists (they name its branch and worktree).
+        fixed = ["slug", "repository", "branch", "base_ref", "sparse"] if obj else []
+        return [*fixed, *self.readonly_fields]
+
+    @admin.display(description="changed files")
+    def changed_files_list(self, obj: Rig) -> str:
+        files = obj.changed_files or []
+        return ", ".join(f.get("path", "") if isinstance(f, dict) else str(f) for f in files) or "-"
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: Rig):
+        return format_html(
+            '<progress max="100" value="{}"></progress> {}% {}',
+            obj.progress,
+            obj.progress,
+            obj.progress_label,
+        )
+
+
+@admin.register(MergeRequest)
+class MergeRequestAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "rig",
+        "repository",
+        "target_branch",
+        "state",
+        "priority",
+        "source_short",
+        "merge_short",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "repository", "target_branch"]
+    list_select_related = ["rig", "rig__repository", "repository"]
+    search_fields = ["rig__slug", "source_commit", "merge_commit"]
+    readonly_fields = [
+        "rig",
+        "repository",
+        "target_branch",
+        "state",
+        "source_commit",
+        "target_commit",
+        "merge_commit",
+        "conflicts",
+        "changed_paths",
+        "gate_exit_code",
+        "gate_log_tail",
+        "gate_seconds",
+        "batch_id",
+        "claimed_by",
+        "claim_expires_at",
+        "attempts",
+        "reason",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+    ]
+    actions = ["cancel"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # merge requests are made by asking to land a rig (API, CLI, board)
+
+    @admin.display(description="source")
+    def source_short(self, obj: MergeRequest) -> str:
+        return obj.source_commit[:10]
+
+    @admin.display(description="merge")
+    def merge_short(self, obj: MergeRequest) -> str:
+        return obj.merge_commit[:10]
+
+    @admin.action(description="Cancel selected merge requests")
+    def cancel(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda mr: services.merge_request_cancel(
+                merge_request=mr, reason=f"cancelled by {request.user}"
+            ),
+            "Cancelled",
+        )

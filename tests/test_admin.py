@@ -1,0 +1,182 @@
+"""Every admin page renders for a superuser, and actions go through the services."""
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from convoys.models import Bead, Event, Notification
+from rigs.models import Agent, MergeRequest, hash_token
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def populated():
+    repo = factories.repository()
+    rig = factories.rig(repository=repo)
+    convoy = factories.convoy(repository=repo)
+    leg = factories.leg(convoy=convoy, rig=rig)
+    other = factories.leg(convoy=convoy)
+    leg.depends_on.add(other)
+    bead = factories.bead(rig=rig, leg=leg)
+    dep = factories.bead(rig=rig)
+    bead.dependencies.create(depends_on=dep)
+    factories.merge_request(rig=rig)
+    factories.notification(rig=rig)
+    factories.event(rig=rig, convoy=convoy)
+    return locals()
+
+
+def registered_models():
+    return [model for model in admin.site._registry if model._meta.app_label in ("rigs", "convoys")]
+
+
+def test_every_domain_model_is_registered():
+    names = {m.__name__ for m in registered_models()}
+    assert names >= {
+        "Repository",
+        "Agent",
+        "Rig",
+        "MergeRequest",
+        "Convoy",
+        "Leg",
+        "LegDependency",
+        "Bead",
+        "BeadDependency",
+        "Notification",
+        "Event",
+    } - {"LegDependency", "BeadDependency"}  # those are edited inline
+
+
+def test_changelists_and_change_pages_render(admin_client, populated):
+    for model in registered_models():
+        meta = model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        obj = model.objects.first()
+        assert obj is not None, f"fixture has no {meta.model_name}"
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+
+
+def test_add_pages_render_where_adding_is_allowed(admin_client):
+    for model in registered_models():
+        meta = model._meta
+        model_admin = admin.site._registry[model]
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_add")
+        response = admin_client.get(url)
+        expected = 200 if model_admin.has_add_permission(_Req()) else 403
+        assert response.status_code == expected, url
+
+
+class _Req:
+    class user:
+        is_active = is_staff = is_superuser = True
+
+        @staticmethod
+        def has_perm(*a):
+            return True
+
+
+def test_changelist_search_and_filters(admin_client, populated):
+    url = reverse("admin:rigs_rig_changelist")
+    assert (
+        admin_client.get(url, {"q": populated["rig"].slug, "state": "requested"}).status_code == 200
+    )
+    url = reverse("admin:convoys_bead_changelist")
+    assert admin_client.get(url, {"status": "open", "q": "bead"}).status_code == 200
+
+
+def test_events_are_read_only_in_admin(admin_client, populated):
+    event = Event.objects.first()
+    url = reverse("admin:convoys_event_delete", args=[event.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert Event.objects.filter(pk=event.pk).exists()
+
+
+def test_agent_add_shows_token_once_and_stores_hash(admin_client):
+    response = admin_client.post(
+        reverse("admin:rigs_agent_add"),
+        {"name": "claude-7", "runtime": "custom", "runtime_command": "", "is_active": "on"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    token = next(m.split(": ")[-1] for m in shown if "shown once" in m)
+    agent = Agent.objects.get(name="claude-7")
+    assert agent.token_hash == hash_token(token)
+
+
+def test_agent_add_refuses_bad_name(admin_client):
+    response = admin_client.post(
+        reverse("admin:rigs_agent_add"), {"name": "-rm -rf", "runtime": "custom"}
+    )
+    assert response.status_code == 200
+    assert "not a valid slug" in response.content.decode()
+    assert not Agent.objects.exists()
+
+
+def test_cancel_merge_request_action(admin_client, populated):
+    mr = MergeRequest.objects.get()
+    response = admin_client.post(
+        reverse("admin:rigs_mergerequest_changelist"),
+        {"action": "cancel", "_selected_action": [mr.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    mr.refresh_from_db()
+    assert mr.state == MergeRequest.State.CANCELLED
+    assert Event.objects.filter(kind="merge_request.state", payload__to="cancelled").exists()
+
+
+def test_refused_action_is_reported_not_applied(admin_client, populated):
+    mr = MergeRequest.objects.get()
+    MergeRequest.objects.filter(pk=mr.pk).update(state=MergeRequest.State.MERGED)
+    response = admin_client.post(
+        reverse("admin:rigs_mergerequest_changelist"),
+        {"action": "cancel", "_selected_action": [mr.pk]},
+        follow=True,
+    )
+    messages = [str(m) for m in response.context["messages"]]
+    assert any("cannot go from 'merged' to 'cancelled'" in m for m in messages)
+    mr.refresh_from_db()
+    assert mr.state == MergeRequest.State.MERGED
+
+
+def test_close_bead_and_ack_notification_actions(admin_client, populated):
+    bead = populated["bead"]
+    admin_client.post(
+        reverse("admin:convoys_bead_changelist"),
+        {"action": "close", "_selected_action": [bead.pk]},
+    )
+    bead.refresh_from_db()
+    assert bead.status == Bead.Status.CLOSED and bead.closed_at is not None
+    note = Notification.objects.get()
+    admin_client.post(
+        reverse("admin:convoys_notification_changelist"),
+        {"action": "ack", "_selected_action": [note.pk]},
+    )
+    note.refresh_from_db()
+    assert note.acked_at is not None
+
+
+def test_bead_added_in_admin_gets_a_short_id(admin_client, populated):
+    rig = populated["rig"]
+    response = admin_client.post(
+        reverse("admin:convoys_bead_add"),
+        {
+            "title": "Write docs",
+            "rig": rig.pk,
+            "priority": 1,
+            "type": "task",
+            "labels": "[]",
+            "dependencies-TOTAL_FORMS": 0,
+            "dependencies-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    bead = Bead.objects.get(title="Write docs")
+    assert bead.short_id.startswith("gt-")
