@@ -1,4 +1,7 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count
 from django.utils.html import format_html
 
 from rigs import services
@@ -13,14 +16,48 @@ def run_service_action(modeladmin, request, queryset, action, verb: str) -> None
         try:
             action(obj)
             done += 1
-        except (IllegalTransition, StaleState, ValueError) as exc:
+        except (IllegalTransition, StaleState, ValueError, services.TeardownRefused) as exc:
             modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
 
 
+class RepositoryForm(forms.ModelForm):
+    class Meta:
+        model = Repository
+        fields = [
+            "name",
+            "path",
+            "init_if_missing",
+            "target_branch",
+            "gate_command",
+            "gate_timeout_seconds",
+            "setup_command",
+            "copy_files",
+            "link_files",
+            "merge_strategy",
+            "batch_size",
+            "auto_rebase",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and data.get("path") and data.get("target_branch"):
+            try:
+                resolved = services.repository_location_validate(
+                    path=data["path"],
+                    target_branch=data["target_branch"],
+                    init_if_missing=data.get("init_if_missing", False),
+                )
+            except ValidationError as exc:
+                raise ValidationError(exc.message_dict) from exc
+            data["path"] = str(resolved)
+        return data
+
+
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
+    form = RepositoryForm
     list_display = [
         "name",
         "path",
@@ -34,9 +71,19 @@ class RepositoryAdmin(admin.ModelAdmin):
     search_fields = ["name", "path"]
     readonly_fields = ["created_at", "updated_at"]
 
-    def get_queryset(self, request):
-        from django.db.models import Count
+    def get_readonly_fields(self, request, obj=None):
+        # A registered repository's location is fixed: rigs and worktrees point into it.
+        return ["path", "init_if_missing", *self.readonly_fields] if obj else self.readonly_fields
 
+    def save_model(self, request, obj: Repository, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        fields = {f: form.cleaned_data[f] for f in form.cleaned_data}
+        saved = services.repository_register(**fields)
+        obj.pk, obj.created_at, obj.updated_at = saved.pk, saved.created_at, saved.updated_at
+
+    def get_queryset(self, request):
         return super().get_queryset(request).annotate(_rig_count=Count("rigs"))
 
     @admin.display(description="rigs", ordering="_rig_count")
@@ -116,6 +163,7 @@ class RigAdmin(admin.ModelAdmin):
     search_fields = ["slug", "branch", "agent__name", "repository__name"]
     readonly_fields = [
         "state",
+        "branch",
         "worktree_path",
         "base_commit",
         "head_commit",
@@ -135,10 +183,72 @@ class RigAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [MergeRequestInline]
+    actions = ["retry", "sync", "teardown", "force_teardown"]
+    fields = [
+        "slug",
+        "repository",
+        "agent",
+        "base_ref",
+        "scope",
+        "watch",
+        "sparse",
+        "role",
+        "notify_level",
+        *readonly_fields,
+    ]
+
+    def save_model(self, request, obj: Rig, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        data = form.cleaned_data
+        saved = services.rig_request(
+            repository=data["repository"],
+            slug=data["slug"],
+            agent=data.get("agent"),
+            scope=data.get("scope") or [],
+            watch=data.get("watch") or [],
+            sparse=data.get("sparse", False),
+            base_ref=data.get("base_ref", ""),
+            role=data.get("role", ""),
+        )
+        obj.pk = saved.pk
+
+    @admin.action(description="Retry provisioning (failed rigs)")
+    def retry(self, request, queryset) -> None:
+        run_service_action(self, request, queryset, lambda r: services.rig_retry(rig=r), "Retried")
+
+    @admin.action(description="Sync from disk now")
+    def sync(self, request, queryset) -> None:
+        run_service_action(
+            self, request, queryset, lambda r: services.rig_sync_request(rig=r), "Queued sync of"
+        )
+
+    @admin.action(description="Tear down (refused if work would be lost)")
+    def teardown(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda r: services.rig_teardown_request(rig=r, requested_by=str(request.user)),
+            "Queued teardown of",
+        )
+
+    @admin.action(description="Force tear down (saves work under refs/gastown/archive/)")
+    def force_teardown(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda r: services.rig_teardown_request(
+                rig=r, force=True, requested_by=str(request.user)
+            ),
+            "Queued forced teardown of",
+        )
 
     def get_readonly_fields(self, request, obj=None):
         # Identity fields are fixed once a rig exists (they name its branch and worktree).
-        fixed = ["slug", "repository", "branch", "base_ref", "sparse"] if obj else []
+        fixed = ["slug", "repository", "base_ref", "sparse"] if obj else []
         return [*fixed, *self.readonly_fields]
 
     @admin.display(description="changed files")

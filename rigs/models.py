@@ -22,6 +22,11 @@ class Repository(models.Model):
 
     name = models.CharField(max_length=63, unique=True, validators=[validate_slug])
     path = models.CharField(max_length=1024, unique=True, help_text="Absolute path on disk.")
+    init_if_missing = models.BooleanField(
+        default=False,
+        help_text="Make a new bare repository at the path (with a first empty commit on the "
+        "target branch) if none is there.",
+    )
     target_branch = models.CharField(
         max_length=200, default="main", validators=[validate_branch_name]
     )
@@ -232,7 +237,8 @@ class MergeRequest(models.Model):
     TRANSITIONS = {
         S.QUEUED: {S.CHECKING, S.SUPERSEDED, S.CANCELLED},
         S.CHECKING: {S.TESTING, S.MERGED, S.CONFLICTED, S.FAILED, S.QUEUED, S.CANCELLED},
-        S.TESTING: {S.MERGED, S.FAILED, S.CONFLICTED, S.QUEUED, S.CANCELLED},
+        # testing → checking: a failed batch is split and its halves rebuilt (bisect).
+        S.TESTING: {S.MERGED, S.FAILED, S.CONFLICTED, S.QUEUED, S.CHECKING, S.CANCELLED},
         S.MERGED: set(),
         S.CONFLICTED: set(),
         S.FAILED: set(),
@@ -241,7 +247,17 @@ class MergeRequest(models.Model):
     }
     ACTIVE_STATES = (S.QUEUED, S.CHECKING, S.TESTING)
 
-    rig = models.ForeignKey(Rig, on_delete=models.PROTECT, related_name="merge_requests")
+    rig = models.ForeignKey(
+        Rig,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merge_requests",
+        help_text="Empty when a whole branch lands (a convoy's integration branch).",
+    )
+    source_branch = models.CharField(
+        max_length=200, validators=[validate_branch_name], help_text="The branch that lands."
+    )
     repository = models.ForeignKey(
         Repository, on_delete=models.PROTECT, related_name="merge_requests"
     )
@@ -275,9 +291,9 @@ class MergeRequest(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["rig"],
+                fields=["repository", "source_branch", "target_branch"],
                 condition=Q(state__in=["queued", "checking", "testing"]),
-                name="merge_request_one_active_per_rig",
+                name="merge_request_one_active_per_branch",
             ),
             models.CheckConstraint(
                 condition=Q(priority__lte=4), name="merge_request_priority_range"
@@ -294,8 +310,29 @@ class MergeRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"MR {self.pk} {self.rig} → {self.target_branch} ({self.state})"
+        return f"MR {self.pk} {self.source_branch} → {self.target_branch} ({self.state})"
 
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+
+class MergeQueueLease(models.Model):
+    """Who processes one target branch's queue right now: a lease with an expiry, so there is
+    never more than one publisher per target across workers, and a dead worker's lease lapses."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="+")
+    target_branch = models.CharField(max_length=200)
+    holder = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+    acquired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "target_branch"], name="merge_queue_lease_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository_id}:{self.target_branch} held by {self.holder}"

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from rigs.models import Repository
+from rigs.models import Repository, Rig
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -11,6 +11,7 @@ class RepositorySerializer(serializers.ModelSerializer):
             "name",
             "path",
             "target_branch",
+            "init_if_missing",
             "gate_command",
             "gate_timeout_seconds",
             "setup_command",
@@ -23,3 +24,84 @@ class RepositorySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+        # Uniqueness is checked by the service (one place, with a clear message).
+        extra_kwargs = {"name": {"validators": []}, "path": {"validators": []}}
+
+
+class ChangedFileSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    added = serializers.IntegerField(allow_null=True)
+    deleted = serializers.IntegerField(allow_null=True)
+    status = serializers.CharField()
+
+
+class RigSerializer(serializers.ModelSerializer):
+    repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
+    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    changed_files = ChangedFileSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Rig
+        fields = [
+            "id",
+            "slug",
+            "repository",
+            "agent",
+            "state",
+            "branch",
+            "worktree_path",
+            "base_ref",
+            "base_commit",
+            "head_commit",
+            "target_commit",
+            "ahead",
+            "behind",
+            "dirty",
+            "changed_files",
+            "scope",
+            "watch",
+            "sparse",
+            "role",
+            "notify_level",
+            "progress",
+            "progress_label",
+            "failure_reason",
+            "provision_seconds",
+            "provisioned_at",
+            "last_heartbeat_at",
+            "last_synced_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            f
+            for f in fields
+            if f
+            not in (
+                "slug",
+                "repository",
+                "base_ref",
+                "scope",
+                "watch",
+                "sparse",
+                "role",
+                "notify_level",
+            )
+        ]
+
+
+class RigCreateSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=63)
+    repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
+    agent = serializers.CharField(
+        required=False, allow_blank=True, help_text="Agent name (defaults to the caller)."
+    )
+    scope = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    watch = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    sparse = serializers.BooleanField(required=False, default=False)
+    base_ref = serializers.CharField(required=False, allow_blank=True, default="")
+    role = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class TeardownSerializer(serializers.Serializer):
+    force = serializers.BooleanField(required=False, default=False)

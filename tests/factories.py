@@ -34,6 +34,7 @@ def merge_request(**kw) -> MergeRequest:
     r = kw.setdefault("rig", kw.get("rig") or rig())
     kw.setdefault("repository", r.repository)
     kw.setdefault("target_branch", r.repository.target_branch)
+    kw.setdefault("source_branch", r.branch)
     kw.setdefault("source_commit", "a" * 40)
     return MergeRequest.objects.create(**kw)
 

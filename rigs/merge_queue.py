@@ -1,0 +1,407 @@
+"""The refinery: lands queued merge requests on their target branch, one queue per target.
+
+- A lease row (MergeQueueLease) makes one worker the only publisher of a target at a time.
+- Candidates are computed without a checkout (`merge-tree --write-tree` + `commit-tree`),
+  gated in a throwaway worktree, and published with `update-ref <new> <old>` (compare-and-swap).
+- Several queued requests are gated together (batch); a failing batch is bisected until the
+  breaking request is isolated, and the others land.
+- A worker killed mid-merge leaves requests in `checking`/`testing`; the next run re-queues them
+  (or records them merged when their commits already reached the target: never twice).
+"""
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from rigs import git, paths, services
+from rigs.models import MergeQueueLease, MergeRequest, Repository
+from rigs.statemachine import StaleState
+
+logger = logging.getLogger(__name__)
+
+GATE_LOG_LINES = 200
+S = MergeRequest.State
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+# --- the lease --------------------------------------------------------------------------------
+
+
+def lease_acquire(repository: Repository, target_branch: str, holder: str, ttl: float) -> bool:
+    """Take (or renew) the queue's lease if it is free, expired or already ours."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=ttl)
+    taken = (
+        MergeQueueLease.objects.filter(repository=repository, target_branch=target_branch)
+        .filter(Q(holder=holder) | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=expires)
+    )
+    if taken:
+        return True
+    try:
+        with transaction.atomic():
+            MergeQueueLease.objects.create(
+                repository=repository,
+                target_branch=target_branch,
+                holder=holder,
+                expires_at=expires,
+            )
+        return True
+    except IntegrityError:
+        return False
+
+
+def lease_release(repository: Repository, target_branch: str, holder: str) -> None:
+    MergeQueueLease.objects.filter(
+        repository=repository, target_branch=target_branch, holder=holder
+    ).delete()
+
+
+# --- gates ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    exit_code: int | None
+    log_tail: str
+    seconds: float
+
+
+def gate_run(repository: Repository, commit: str) -> GateResult:
+    """Run the repository's gate command against `commit` in a throwaway detached worktree.
+
+    The gate is operator configuration (like CI), so it runs through /bin/sh; its process group
+    is killed at the time limit. The worktree is always removed (also after a crash: the next
+    run's cleanup removes leftovers whose owner is dead)."""
+    started = time.monotonic()
+    if not repository.gate_command:
+        return GateResult(True, 0, "", 0.0)
+    with git.temporary_worktree(
+        repository.path, commit, paths.gate_scratch_dir(repository.name)
+    ) as scratch:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", repository.gate_command],
+            cwd=scratch,
+            env={**os.environ, "GASTOWN_CANDIDATE": commit},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        try:
+            output, _ = process.communicate(timeout=repository.gate_timeout_seconds)
+            code = process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            output += f"\n[gastown] gate timed out after {repository.gate_timeout_seconds}s"
+            code = None
+    tail = "\n".join(output.splitlines()[-GATE_LOG_LINES:])
+    return GateResult(code == 0, code, tail, time.monotonic() - started)
+
+
+# --- candidates -------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One merge request applied on top of the candidate so far."""
+
+    merge_request: MergeRequest
+    source: str
+    before: str
+    after: str
+
+
+@dataclass
+class Candidate:
+    base: str
+    tip: str
+    steps: list[Step] = field(default_factory=list)
+
+
+def _merge_message(repository: Repository, mr: MergeRequest) -> str:
+    who = f" (rig {mr.rig.slug})" if mr.rig_id else ""
+    return (
+        f"Merge {mr.source_branch} into {mr.target_branch}{who}\n\n"
+        f"Gas Town merge request {mr.id}, strategy {repository.merge_strategy}."
+    )
+
+
+def candidate_apply(
+    repository: Repository, tip: str, mr: MergeRequest, source: str
+) -> tuple[str | None, list[str]]:
+    """Apply one request on `tip` with the repository's strategy: (new tip, conflicts)."""
+    repo = repository.path
+    strategy = repository.merge_strategy
+    if strategy == Repository.MergeStrategy.REBASE:
+        base = git.merge_base(repo, tip, source) or tip
+        commits = git.rev_list(repo, base, source, no_merges=True)
+        result = git.replay_commits(repo, tip, commits, paths.gate_scratch_dir(repository.name))
+        return result.tip, result.conflicts
+    merged = git.merge_tree(repo, tip, source)
+    if not merged.clean:
+        return None, merged.conflicts
+    parents = [tip, source] if strategy == Repository.MergeStrategy.MERGE else [tip]
+    return git.commit_tree(repo, merged.tree, parents, _merge_message(repository, mr)), []
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+class QueueRun:
+    """One worker's pass over one queue while it holds the lease."""
+
+    def __init__(self, repository: Repository, target_branch: str, holder: str) -> None:
+        self.repository = repository
+        self.target_branch = target_branch
+        self.holder = holder
+        self.ref = f"refs/heads/{target_branch}"
+        self.ttl = max(300.0, repository.gate_timeout_seconds * 2 + 60.0)
+
+    def renew(self) -> None:
+        if not lease_acquire(self.repository, self.target_branch, self.holder, self.ttl):
+            raise RuntimeError("merge queue lease lost")
+
+    def queue(self):
+        return MergeRequest.objects.filter(
+            repository=self.repository, target_branch=self.target_branch
+        ).select_related("rig", "repository")
+
+    def target_tip(self) -> str:
+        repo = self.repository.path
+        tip = git.resolve_branch(repo, self.target_branch)
+        if tip is None:
+            # A convoy's integration branch is made from the repository's target on first use.
+            start = git.resolve_branch(repo, self.repository.target_branch)
+            if start is None:
+                raise git.GitError(f"target branch {self.target_branch} does not exist")
+            git.update_ref(repo, self.ref, start, git.ZERO_OID)
+            tip = start
+        return tip
+
+    def recover(self) -> None:
+        """Requests a dead worker left in checking/testing go back to the queue."""
+        for mr in self.queue().filter(state__in=[S.CHECKING, S.TESTING]):
+            try:
+                services.merge_request_transition(
+                    merge_request=mr,
+                    to=S.QUEUED,
+                    reason="recovered after an interrupted run",
+                    claimed_by="",
+                    claim_expires_at=None,
+                    batch_id=None,
+                )
+            except StaleState:
+                continue
+
+    def claim(self, limit: int) -> list[MergeRequest]:
+        batch_id = uuid.uuid4()
+        claimed = []
+        expires = timezone.now() + timedelta(seconds=self.ttl)
+        for mr in (
+            self.queue().filter(state=S.QUEUED).order_by("priority", "created_at", "id")[:limit]
+        ):
+            try:
+                services.merge_request_transition(
+                    merge_request=mr,
+                    to=S.CHECKING,
+                    claimed_by=self.holder,
+                    claim_expires_at=expires,
+                    batch_id=batch_id,
+                    started_at=timezone.now(),
+                    attempts=mr.attempts + 1,
+                )
+                claimed.append(mr)
+            except StaleState:
+                continue
+        return claimed
+
+    def build(self, base: str, mrs: list[MergeRequest]) -> tuple[Candidate, list[MergeRequest]]:
+        """Merge `mrs` in order on `base`. Conflicting requests are finished as conflicted and
+        left out; requests whose commits are already on the target land as they are."""
+        repo = self.repository.path
+        candidate = Candidate(base=base, tip=base)
+        for mr in mrs:
+            source = git.resolve_branch(repo, mr.source_branch)
+            if source is None:
+                services.merge_request_finish(
+                    merge_request=mr,
+                    to=S.FAILED,
+                    reason=f"branch {mr.source_branch} no longer exists",
+                )
+                continue
+            if source != mr.source_commit:
+                MergeRequest.objects.filter(pk=mr.pk).update(source_commit=source)
+                mr.source_commit = source
+            if git.is_ancestor(repo, source, candidate.tip):
+                candidate.steps.append(Step(mr, source, candidate.tip, candidate.tip))
+                continue
+            new_tip, conflicts = candidate_apply(self.repository, candidate.tip, mr, source)
+            if new_tip is None:
+                services.merge_request_finish(
+                    merge_request=mr,
+                    to=S.CONFLICTED,
+                    conflicts=conflicts,
+                    target_commit=base,
+                    reason=f"conflicts with {self.target_branch} at {base[:10]} in "
+                    + ", ".join(conflicts[:10]),
+                )
+                continue
+            candidate.steps.append(Step(mr, source, candidate.tip, new_tip))
+            candidate.tip = new_tip
+        return candidate, [s.merge_request for s in candidate.steps]
+
+    def gate(self, candidate: Candidate) -> GateResult:
+        if self.repository.gate_command:
+            for step in candidate.steps:
+                if step.merge_request.state == S.CHECKING:
+                    services.merge_request_transition(
+                        merge_request=step.merge_request, to=S.TESTING
+                    )
+        self.renew()
+        return gate_run(self.repository, candidate.tip)
+
+    def publish(self, candidate: Candidate, gate: GateResult | None) -> None:
+        """Compare-and-swap the target from the candidate's base to its tip, then record."""
+        repo = self.repository.path
+        if candidate.tip != candidate.base:
+            git.update_ref(repo, self.ref, candidate.tip, candidate.base)
+        changed = (
+            git.changed_paths(repo, candidate.base, candidate.tip)
+            if candidate.tip != candidate.base
+            else []
+        )
+        commits = {}
+        for step in candidate.steps:
+            commits[step.merge_request.id] = {
+                "merge_commit": step.after,
+                "target_commit": step.before,
+                "changed_paths": (
+                    git.changed_paths(repo, step.before, step.after)
+                    if step.after != step.before
+                    else []
+                ),
+                "gate_exit_code": gate.exit_code if gate else None,
+                "gate_log_tail": gate.log_tail if gate else "",
+                "gate_seconds": gate.seconds if gate else None,
+                "claimed_by": "",
+                "claim_expires_at": None,
+            }
+        services.merge_requests_landed(
+            merge_requests=[s.merge_request for s in candidate.steps],
+            repository=self.repository,
+            target_branch=self.target_branch,
+            old_tip=candidate.base,
+            new_tip=candidate.tip,
+            changed_paths=changed,
+            commits=commits,
+        )
+
+    def fail(self, mr: MergeRequest, gate: GateResult, base: str, tip: str) -> None:
+        services.merge_request_finish(
+            merge_request=mr,
+            to=S.FAILED,
+            reason=f"gate failed (exit {gate.exit_code})",
+            gate_exit_code=gate.exit_code,
+            gate_log_tail=gate.log_tail,
+            gate_seconds=gate.seconds,
+            target_commit=base,
+            merge_commit=tip,
+        )
+
+    def land(
+        self, base: str, mrs: list[MergeRequest], failed_gate: GateResult | None = None
+    ) -> tuple[str, bool]:
+        """Land what can land of `mrs` on `base`: (new target tip, whether all of them landed).
+
+        A group whose gate fails is split in two and each half tried on the tip the previous
+        half left (bisect). When the left half of a failing group lands whole, the right half
+        must hold the breaking request (`failed_gate` carries that failure down), so it is
+        split without gating it whole again, and a lone suspect fails with that gate's log."""
+        candidate, included = self.build(base, mrs)
+        if not included:
+            return base, not mrs
+        if failed_gate is not None and len(included) == 1:
+            self.fail(included[0], failed_gate, base, candidate.tip)
+            return base, False
+        gate = failed_gate
+        if gate is None:
+            gate = self.gate(candidate) if candidate.tip != base else None
+            if gate is None or gate.passed:
+                self.publish(candidate, gate)
+                return candidate.tip, len(included) == len(mrs)
+            if len(included) == 1:
+                self.fail(included[0], gate, base, candidate.tip)
+                return base, False
+        for mr in included:  # back to checking while the halves are rebuilt
+            if mr.state == S.TESTING:
+                services.merge_request_transition(merge_request=mr, to=S.CHECKING)
+        half = len(included) // 2
+        tip, left_whole = self.land(base, included[:half])
+        tip, _ = self.land(tip, included[half:], failed_gate=gate if left_whole else None)
+        return tip, False
+
+    def run(self) -> int:
+        """Process until the queue is empty. Returns how many requests landed."""
+        landed_before = self.queue().filter(state=S.MERGED).count()
+        git.cleanup_temporary_worktrees(
+            self.repository.path, paths.gate_scratch_dir(self.repository.name)
+        )
+        self.recover()
+        while True:
+            self.renew()
+            batch = self.claim(max(1, self.repository.batch_size))
+            if not batch:
+                break
+            base = self.target_tip()
+            try:
+                self.land(base, batch)
+            except git.RefMoved:
+                # Someone else moved the target between check and publish: nothing was
+                # overwritten; the unfinished requests go back to the queue and are recomputed.
+                logger.info("target %s moved during a merge; recomputing", self.target_branch)
+                self.recover()
+        return self.queue().filter(state=S.MERGED).count() - landed_before
+
+
+def merge_queue_process(repository_id: int, target_branch: str) -> int:
+    """Run the queue if no other worker does. Re-checks after releasing the lease so a request
+    queued while we were finishing is never stranded."""
+    repository = Repository.objects.get(pk=repository_id)
+    holder = worker_id()
+    landed = 0
+    while True:
+        run = QueueRun(repository, target_branch, holder)
+        if not lease_acquire(repository, target_branch, holder, run.ttl):
+            return landed
+        try:
+            landed += run.run()
+        finally:
+            lease_release(repository, target_branch, holder)
+        if not run.queue().filter(state=S.QUEUED).exists():
+            return landed
+
+
+def merge_queues_with_work() -> list[tuple[int, str]]:
+    return list(
+        MergeRequest.objects.filter(state__in=MergeRequest.ACTIVE_STATES)
+        .values_list("repository_id", "target_branch")
+        .distinct()
+    )

@@ -1,0 +1,60 @@
+"""Thin Celery tasks: each calls one operation or service. All are idempotent (acks_late)."""
+
+from celery import shared_task
+
+from rigs import merge_queue, operations, services
+from rigs.models import Rig
+
+
+@shared_task
+def repository_init(repository_id: int) -> None:
+    operations.repository_init_run(repository_id)
+
+
+@shared_task
+def rig_provision(rig_id: int) -> None:
+    operations.rig_provision_run(rig_id)
+
+
+@shared_task
+def rig_sync(rig_id: int) -> None:
+    operations.rig_sync_run(rig_id)
+
+
+@shared_task
+def rig_sync_all() -> int:
+    """Periodic: sync every live rig (each in its own task, so one slow repo blocks nothing)."""
+    ids = list(Rig.objects.filter(state__in=Rig.LIVE_STATES).values_list("id", flat=True))
+    for rig_id in ids:
+        rig_sync.delay(rig_id)
+    return len(ids)
+
+
+@shared_task
+def rig_teardown(rig_id: int, force: bool = False, requested_by: str = "") -> str:
+    return operations.rig_teardown_run(rig_id, force, requested_by)
+
+
+@shared_task
+def rigs_mark_stalled() -> int:
+    return len(services.rigs_mark_stalled())
+
+
+@shared_task
+def reconcile(repair: bool = True) -> list[dict]:
+    report = operations.reconcile_run(repair=repair)
+    return [d.__dict__ for d in report.drifts]
+
+
+@shared_task
+def merge_queue_process(repository_id: int, target_branch: str) -> int:
+    return merge_queue.merge_queue_process(repository_id, target_branch)
+
+
+@shared_task
+def merge_queues_kick() -> int:
+    """Periodic safety net: process every queue with active requests (recovers after crashes)."""
+    queues = merge_queue.merge_queues_with_work()
+    for repository_id, target_branch in queues:
+        merge_queue_process.delay(repository_id, target_branch)
+    return len(queues)

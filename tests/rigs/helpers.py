@@ -1,0 +1,54 @@
+import subprocess
+import time
+from pathlib import Path
+
+from rigs import services
+from rigs.models import Rig
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+
+
+def wait_rig_state(rig: Rig, *states: str, timeout: float = 60.0) -> Rig:
+    def check():
+        rig.refresh_from_db()
+        return rig.state in states
+
+    wait_for(check, timeout, message=f"rig {rig.slug} to reach {states} (is {rig.state})")
+    return rig
+
+
+def commit_file(worktree: Path, name: str, content: str, message: str = "change") -> str:
+    path = Path(worktree) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    env = {
+        "GIT_AUTHOR_NAME": "agent",
+        "GIT_AUTHOR_EMAIL": "a@a",
+        "GIT_COMMITTER_NAME": "agent",
+        "GIT_COMMITTER_EMAIL": "a@a",
+        "HOME": str(worktree),
+        "PATH": "/usr/bin:/bin",
+    }
+    subprocess.run(["git", "add", "-A"], cwd=worktree, check=True, env=env)
+    subprocess.run(["git", "commit", "-q", "-m", message], cwd=worktree, check=True, env=env)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=worktree,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def register(git_repo: Path, **kw):
+    kw.setdefault("name", git_repo.name)
+    return services.repository_register(path=str(git_repo), **kw)
