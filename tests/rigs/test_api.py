@@ -70,7 +70,8 @@ def test_register_refuses_bad_paths(operator, git_repo, repo_root, path_of, fiel
     os.symlink("/tmp", repo_root / "link-out")
     (repo_root / "plain-dir").mkdir()
     response = operator.post(
-        "/api/v1/repositories/", {"name": "x", "path": path_of(git_repo, repo_root)},
+        "/api/v1/repositories/",
+        {"name": "x", "path": path_of(git_repo, repo_root)},
         format="json",
     )
     assert response.status_code == 400
@@ -82,7 +83,8 @@ def test_register_refuses_bad_paths(operator, git_repo, repo_root, path_of, fiel
 def test_register_refuses_missing_branch_and_bad_names(operator, git_repo):
     response = operator.post(
         "/api/v1/repositories/",
-        {"name": "app", "path": str(git_repo), "target_branch": "trunk"}, format="json",
+        {"name": "app", "path": str(git_repo), "target_branch": "trunk"},
+        format="json",
     )
     assert response.status_code == 400 and error_of(response)["field"] == "target_branch"
     for name in ["-rf", "a b", "$(whoami)", "UPPER", "x;rm"]:
@@ -143,9 +145,7 @@ def test_agent_requests_its_own_rig(git_repo, django_capture_on_commit_callbacks
 def test_rig_request_refuses_hostile_input(git_repo, payload, field):
     repository = services.repository_register(name="app", path=str(git_repo))
     _, client = agent_client()
-    response = client.post(
-        "/api/v1/rigs/", {"repository": repository.id, **payload}, format="json"
-    )
+    response = client.post("/api/v1/rigs/", {"repository": repository.id, **payload}, format="json")
     assert response.status_code == 400, response.json()
     assert error_of(response)["field"] == field
     assert not Rig.objects.exists()
@@ -206,8 +206,7 @@ def test_rig_list_query_count_is_bounded(operator, django_assert_max_num_queries
 def test_patch_only_changes_agent_settings(git_repo):
     owner, client = agent_client("owner")
     rig = factories.rig(agent=owner)
-    response = client.patch(f"/api/v1/rigs/{rig.id}/", {"notify_level": "important"},
-                            format="json")
+    response = client.patch(f"/api/v1/rigs/{rig.id}/", {"notify_level": "important"}, format="json")
     assert response.status_code == 200 and response.json()["notify_level"] == "important"
     response = client.patch(f"/api/v1/rigs/{rig.id}/", {"slug": "renamed"}, format="json")
     assert response.status_code == 400 and error_of(response)["field"] == "slug"

@@ -37,8 +37,11 @@ def rig_with_change(repository, slug, path, content) -> Rig:
 def request_merge(rig, **kw) -> MergeRequest:
     with transaction.atomic():
         return services.merge_request_create(
-            repository=rig.repository, source_branch=rig.branch,
-            target_branch=rig.repository.target_branch, rig=rig, **kw,
+            repository=rig.repository,
+            source_branch=rig.branch,
+            target_branch=rig.repository.target_branch,
+            rig=rig,
+            **kw,
         )
 
 
@@ -66,8 +69,11 @@ def test_clean_merge_lands_with_the_tree_git_merge_gives(git_repo, tmp_path, cel
     try:
         first, second = request_merge(api), request_merge(docs)
         for mr in (first, second):
-            wait_for(lambda mr=mr: MergeRequest.objects.get(pk=mr.pk).state == S.MERGED,
-                     timeout=60, message="merge")
+            wait_for(
+                lambda mr=mr: MergeRequest.objects.get(pk=mr.pk).state == S.MERGED,
+                timeout=60,
+                message="merge",
+            )
     finally:
         signals.merge_landed.disconnect(dispatch_uid="t1")
     assert run_git(git_repo, "rev-parse", "main^{tree}") == expected
@@ -77,9 +83,12 @@ def test_clean_merge_lands_with_the_tree_git_merge_gives(git_repo, tmp_path, cel
     assert first.changed_paths == ["auth/tokens.py"]
     assert api.state == Rig.State.MERGED
     assert sorted(p for kw in landed for p in kw["changed_paths"]) == [
-        "auth/tokens.py", "docs/index.md"]
-    assert not list((Path(repository.path).parent.parent / "worktrees" / ".gates").glob(
-        "**/gastown-tmp-*"))
+        "auth/tokens.py",
+        "docs/index.md",
+    ]
+    assert not list(
+        (Path(repository.path).parent.parent / "worktrees" / ".gates").glob("**/gastown-tmp-*")
+    )
 
 
 def test_conflicting_request_is_conflicted_and_target_untouched(git_repo):
@@ -112,8 +121,9 @@ def test_failing_gate_blocks_landing_and_keeps_the_log(git_repo):
     assert mr.state == S.FAILED and mr.gate_exit_code == 4
     assert "FAILED test_tokens" in mr.gate_log_tail
     assert run_git(git_repo, "rev-parse", "main") == tip
-    assert git.worktree_list(git_repo)[1:] == [w for w in git.worktree_list(git_repo)[1:]
-                                               if "gastown-tmp" not in str(w.path)]
+    assert git.worktree_list(git_repo)[1:] == [
+        w for w in git.worktree_list(git_repo)[1:] if "gastown-tmp" not in str(w.path)
+    ]
 
 
 def test_gate_log_tail_is_limited(git_repo):
@@ -150,7 +160,8 @@ def test_target_moved_during_gate_is_recomputed_not_overwritten(git_repo, monkey
 def test_batch_with_one_bad_request_bisects_and_lands_the_rest(git_repo, tmp_path):
     counter = tmp_path / "gates"
     repository = register(
-        git_repo, batch_size=5,
+        git_repo,
+        batch_size=5,
         gate_command=f"echo run >> {counter}; test ! -e BAD || {{ echo 'BAD found'; exit 1; }}",
     )
     rigs = [rig_with_change(repository, f"r{i}", f"f{i}.txt", f"{i}\n") for i in range(5)]
@@ -158,8 +169,13 @@ def test_batch_with_one_bad_request_bisects_and_lands_the_rest(git_repo, tmp_pat
     mrs = [request_merge(rig) for rig in rigs]
     process(repository)
     states = {mr.rig.slug: MergeRequest.objects.get(pk=mr.pk).state for mr in mrs}
-    assert states == {"r0": S.MERGED, "r1": S.MERGED, "r2": S.MERGED, "r3": S.FAILED,
-                      "r4": S.MERGED}
+    assert states == {
+        "r0": S.MERGED,
+        "r1": S.MERGED,
+        "r2": S.MERGED,
+        "r3": S.FAILED,
+        "r4": S.MERGED,
+    }
     bad = MergeRequest.objects.get(pk=mrs[3].pk)
     assert "BAD found" in bad.gate_log_tail
     tree = run_git(git_repo, "ls-tree", "--name-only", "main").split()
@@ -211,11 +227,16 @@ def test_killed_worker_is_recovered_without_publishing_twice(git_repo):
     # A worker claimed it, published, and died before recording anything.
     services.merge_request_transition(merge_request=mr, to=S.CHECKING, claimed_by="dead:1")
     services.merge_request_transition(merge_request=mr, to=S.TESTING)
-    MergeQueueLease.objects.create(repository=repository, target_branch="main",
-                                   holder="dead:1", expires_at=timezone.now())
+    MergeQueueLease.objects.create(
+        repository=repository, target_branch="main", holder="dead:1", expires_at=timezone.now()
+    )
     tip = run_git(git_repo, "rev-parse", "main")
-    published = git.commit_tree(git_repo, git.merge_tree(git_repo, tip, mr.source_commit).tree,
-                                [tip, mr.source_commit], f"Merge rig/api into main (MR {mr.id})")
+    published = git.commit_tree(
+        git_repo,
+        git.merge_tree(git_repo, tip, mr.source_commit).tree,
+        [tip, mr.source_commit],
+        f"Merge rig/api into main (MR {mr.id})",
+    )
     git.update_ref(git_repo, "refs/heads/main", published, tip)
     process(repository)
     mr.refresh_from_db()
@@ -233,8 +254,12 @@ def test_killed_worker_is_recovered_without_publishing_twice(git_repo):
 def test_live_lease_of_another_worker_is_respected(git_repo):
     repository = register(git_repo)
     mr = request_merge(rig_with_change(repository, "api", "a.txt", "a\n"))
-    MergeQueueLease.objects.create(repository=repository, target_branch="main", holder="alive",
-                                   expires_at=timezone.now() + timezone.timedelta(minutes=5))
+    MergeQueueLease.objects.create(
+        repository=repository,
+        target_branch="main",
+        holder="alive",
+        expires_at=timezone.now() + timezone.timedelta(minutes=5),
+    )
     assert process(repository) == 0
     mr.refresh_from_db()
     assert mr.state == S.QUEUED
@@ -258,7 +283,8 @@ def test_squash_and_rebase_strategies_keep_history_linear(git_repo, strategy):
     added = run_git(git_repo, "rev-list", "--count", f"{before}..main")
     assert added == ("1" if strategy == "squash" else "2")
     assert {"one.txt", "two.txt", "main.txt"} <= set(
-        run_git(git_repo, "ls-tree", "--name-only", "main").split())
+        run_git(git_repo, "ls-tree", "--name-only", "main").split()
+    )
 
 
 def test_newer_request_supersedes_queued_one(git_repo):
