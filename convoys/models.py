@@ -35,6 +35,8 @@ class Convoy(models.Model):
         S.LANDED: {S.LAUNCHED},
         S.CANCELLED: set(),
     }
+    # Launched and not finished: legs move, merges land, the state is derived.
+    ACTIVE_STATES = (S.LAUNCHED, S.BLOCKED, S.LANDING)
 
     slug = models.CharField(max_length=63, unique=True, validators=[validate_slug])
     title = models.CharField(max_length=200)
@@ -49,6 +51,15 @@ class Convoy(models.Model):
     spent_usd = models.DecimalField(max_digits=10, decimal_places=2, default=0, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    landing_merge_request = models.ForeignKey(
+        MergeRequest,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+        help_text="With an integration branch: the merge request landing convoy/<slug>.",
     )
     launched_at = models.DateTimeField(null=True, blank=True, editable=False)
     landed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -99,6 +110,9 @@ class Leg(models.Model):
         S.LANDED: set(),
         S.CANCELLED: set(),
     }
+    OPEN_STATES = (S.PENDING, S.READY, S.WORKING, S.MERGING)
+    # Handed to its rig: the rig can move it forward.
+    MOVING_STATES = (S.READY, S.WORKING, S.MERGING)
 
     convoy = models.ForeignKey(Convoy, on_delete=models.CASCADE, related_name="legs")
     key = models.CharField(
@@ -284,7 +298,18 @@ class BeadDependency(models.Model):
                 condition=~Q(bead=F("depends_on")), name="bead_dependency_not_self"
             ),
         ]
-        indexes = [models.Index(fields=["depends_on", "type"], name="bead_dep_reverse")]
+        indexes = [
+            models.Index(fields=["depends_on", "type"], name="bead_dep_reverse"),
+            # ready's blocker check: "what does this bead depend on, and how"
+            models.Index(fields=["bead", "type", "depends_on"], name="bead_dep_forward"),
+            # ready's walk up the hierarchy: small, so the walk probes it instead of hashing
+            # every edge
+            models.Index(
+                fields=["bead", "depends_on"],
+                condition=Q(type="parent-child"),
+                name="bead_dep_parent",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.bead_id} {self.type} {self.depends_on_id}"

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from convoys import api as convoys_api
 from rigs import api as rigs_api
 
 urlpatterns = [
@@ -15,4 +16,5 @@ urlpatterns = [
     path("rigs/<int:pk>/sync/", rigs_api.RigSyncView.as_view(), name="rig-sync"),
     path("rigs/<int:pk>/retry/", rigs_api.RigRetryView.as_view(), name="rig-retry"),
     path("rigs/<int:pk>/teardown/", rigs_api.RigTeardownView.as_view(), name="rig-teardown"),
+    path("beads/", convoys_api.BeadListView.as_view(), name="bead-list"),
 ]

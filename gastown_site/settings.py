@@ -117,11 +117,13 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if TESTING else 60)}
+    # JIT compilation costs more than it saves on the short graph queries (`ready`) we run.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "gastown.sqlite3",
+            "NAME": os.environ.get("GASTOWN_SQLITE_PATH") or DATA_DIR / "gastown.sqlite3",
             "OPTIONS": {
                 # WAL lets the web process read while a worker writes; IMMEDIATE takes the write
                 # lock up front, so concurrent writers wait instead of failing mid-transaction.
@@ -165,7 +167,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_TASK_DEFAULT_QUEUE = f"gastown-{RUN_TAG}" if RUN_TAG else "gastown"
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("GASTOWN_QUEUE") or (
+    f"gastown-{RUN_TAG}" if RUN_TAG else "gastown"
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {

@@ -125,7 +125,7 @@ def run_setup_command(command: str, worktree: Path, rig: Rig) -> str:
 def rig_exclusive(rig: Rig) -> Iterator[bool]:
     """Yield True if this process may work on the rig now: a non-blocking flock per rig, so a
     duplicate delivery skips while the first runs, and a crashed holder releases it at once."""
-    lock_dir = paths.worktree_path_for(rig.repository.name, rig.slug).parent / ".locks"
+    lock_dir = Path(rig.worktree_path).parent / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_dir / f"{rig.slug}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

@@ -1,6 +1,11 @@
 """Shared fixtures: real git repositories, the Redis that settings select, a real Celery worker."""
 
+import os
+import signal
 import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,24 +31,72 @@ def redis_server():
 
 @pytest.fixture
 def celery_worker(redis_server, transactional_db):
-    """A real Celery worker (threads in this process) consuming from the real broker.
-
-    Tests that use it need committed data (hence `transactional_db`): the worker's threads have
-    their own database connections.
-    """
-    from celery.contrib.testing.worker import start_worker
+    """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
+    real broker and the test database. Tests that use it need committed data."""
+    from django.db import connection
 
     from gastown_site.celery import app
 
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=4,
-        perform_ping_check=False,
-        shutdown_timeout=30,
-        loglevel="WARNING",
-    ):
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "GASTOWN_DATA_DIR": str(settings.DATA_DIR),
+        "GASTOWN_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "SECRET_KEY": "test-worker-" + uuid.uuid4().hex,
+        "DJANGO_SETTINGS_MODULE": "gastown_site.settings",
+    }
+    if connection.vendor == "sqlite":
+        env["GASTOWN_SQLITE_PATH"] = str(db["NAME"])
+    else:
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
+            f"/{db['NAME']}"
+        )
+    # Tasks queued by earlier tests point at rows that are gone; drop them.
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = open(settings.DATA_DIR / f"worker-{name}.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "gastown_site",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "4",
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[name], timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {Path(log.name).read_text()[-3000:]}")
         yield app
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -64,31 +64,22 @@ def test_clean_merge_lands_with_the_tree_git_merge_gives(git_repo, tmp_path, cel
     api = rig_with_change(repository, "api", "auth/tokens.py", "def make_token(u):\n    return 2\n")
     docs = rig_with_change(repository, "docs", "docs/index.md", "new docs\n")
     expected = expected_merge_tree(git_repo, tmp_path, ["rig/api", "rig/docs"])
-    landed = []
-    signals.merge_landed.connect(lambda **kw: landed.append(kw), weak=False, dispatch_uid="t1")
-    try:
-        first, second = request_merge(api), request_merge(docs)
-        for mr in (first, second):
-            wait_for(
-                lambda mr=mr: MergeRequest.objects.get(pk=mr.pk).state == S.MERGED,
-                timeout=60,
-                message="merge",
-            )
-    finally:
-        signals.merge_landed.disconnect(dispatch_uid="t1")
+    first, second = request_merge(api), request_merge(docs)
+    for mr in (first, second):
+        wait_for(
+            lambda mr=mr: MergeRequest.objects.get(pk=mr.pk).state == S.MERGED,
+            timeout=60,
+            message="merge",
+        )
     assert run_git(git_repo, "rev-parse", "main^{tree}") == expected
     first.refresh_from_db()
+    second.refresh_from_db()
     api.refresh_from_db()
     assert first.merge_commit and git.is_ancestor(git_repo, first.merge_commit, "main")
     assert first.changed_paths == ["auth/tokens.py"]
+    assert second.changed_paths == ["docs/index.md"]
     assert api.state == Rig.State.MERGED
-    assert sorted(p for kw in landed for p in kw["changed_paths"]) == [
-        "auth/tokens.py",
-        "docs/index.md",
-    ]
-    assert not list(
-        (Path(repository.path).parent.parent / "worktrees" / ".gates").glob("**/gastown-tmp-*")
-    )
+    assert not [w for w in git.worktree_list(git_repo) if "gastown-tmp" in str(w.path)]
 
 
 def test_conflicting_request_is_conflicted_and_target_untouched(git_repo):
@@ -311,3 +302,27 @@ def test_missing_integration_branch_is_created_from_the_target(git_repo):
     assert mr.state == S.MERGED
     assert git.is_ancestor(git_repo, "main", "convoy/auth")
     assert git.is_ancestor(git_repo, mr.source_commit, "convoy/auth")
+
+
+def test_merge_landed_signal_carries_tips_and_paths(git_repo):
+    repository = register(git_repo)
+    rig = rig_with_change(repository, "api", "auth/tokens.py", "v2\n")
+    old_tip = run_git(git_repo, "rev-parse", "main")
+    landed = []
+
+    def receiver(**kw):
+        landed.append(kw)
+
+    signals.merge_landed.connect(receiver, dispatch_uid="test-landed")
+    try:
+        mr = request_merge(rig)
+        process(repository)
+    finally:
+        signals.merge_landed.disconnect(dispatch_uid="test-landed")
+    assert len(landed) == 1
+    event = landed[0]
+    assert [m.pk for m in event["merge_requests"]] == [mr.pk]
+    assert event["old_tip"] == old_tip
+    assert event["new_tip"] == run_git(git_repo, "rev-parse", "main")
+    assert event["changed_paths"] == ["auth/tokens.py"]
+    assert event["target_branch"] == "main"

@@ -205,6 +205,7 @@ def test_provision_killed_mid_way_then_redelivered(git_repo, tmp_path):
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "SECRET_KEY": "test-kill-worker",
     }
     child = subprocess.Popen(
         [

@@ -1,0 +1,64 @@
+"""Writes for convoys, legs, beads and notifications: one transaction each, events included.
+
+Services take keyword-only arguments, run in `transaction.atomic`, and append their Event rows
+in the same transaction. The package re-exports every public service, so callers use
+`from convoys import services` / `services.bead_claim(...)`.
+
+- `convoys.services.convoys`: convoy_create, convoy_launch, convoy_leg_add, convoy_cancel,
+  convoy_refresh_state, convoy_landing_merged, convoy_landing_retry, leg_land, leg_follow_rig,
+  convoy_transition, leg_transition.
+- `convoys.services.beads`: bead_create, bead_dependency_add, bead_dependency_remove,
+  bead_claim (ClaimConflict), bead_close, bead_reopen, bead_transition.
+- `convoys.notifications`: notification_send, notification_ack.
+"""
+
+from convoys.notifications import notification_ack, notification_send
+from convoys.services.beads import (
+    ClaimConflict,
+    bead_claim,
+    bead_close,
+    bead_create,
+    bead_dependency_add,
+    bead_dependency_path,
+    bead_dependency_remove,
+    bead_reopen,
+    bead_transition,
+)
+from convoys.services.convoys import (
+    convoy_cancel,
+    convoy_create,
+    convoy_landing_merged,
+    convoy_landing_retry,
+    convoy_launch,
+    convoy_leg_add,
+    convoy_refresh_state,
+    convoy_transition,
+    leg_follow_rig,
+    leg_land,
+    leg_transition,
+)
+
+__all__ = [
+    "ClaimConflict",
+    "bead_claim",
+    "bead_close",
+    "bead_create",
+    "bead_dependency_add",
+    "bead_dependency_path",
+    "bead_dependency_remove",
+    "bead_reopen",
+    "bead_transition",
+    "convoy_cancel",
+    "convoy_create",
+    "convoy_landing_merged",
+    "convoy_landing_retry",
+    "convoy_launch",
+    "convoy_leg_add",
+    "convoy_refresh_state",
+    "convoy_transition",
+    "leg_follow_rig",
+    "leg_land",
+    "leg_transition",
+    "notification_ack",
+    "notification_send",
+]
