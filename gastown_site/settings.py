@@ -156,7 +156,8 @@ CHANNEL_LAYERS = {
             "hosts": [CHANNEL_REDIS_HOST],
             "capacity": 1000,
             "expiry": 30,
-            "prefix": f"asgi-{RUN_TAG}" if RUN_TAG else "asgi",
+            "prefix": os.environ.get("GASTOWN_CHANNEL_PREFIX")
+            or (f"asgi-{RUN_TAG}" if RUN_TAG else "asgi"),
         },
     }
 }

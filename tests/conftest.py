@@ -2,14 +2,18 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -29,21 +33,20 @@ def redis_server():
         embedded.redis_stop(process)
 
 
-@pytest.fixture
-def celery_worker(redis_server, transactional_db):
-    """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
-    real broker and the test database. Tests that use it need committed data."""
+def subprocess_env() -> dict[str, str]:
+    """Environment for a server or worker process that shares this test run's database,
+    data dir, broker queue and channel prefix."""
     from django.db import connection
-
-    from gastown_site.celery import app
 
     db = connection.settings_dict
     env = {
         **os.environ,
         "GASTOWN_DATA_DIR": str(settings.DATA_DIR),
         "GASTOWN_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-        "SECRET_KEY": "test-worker-" + uuid.uuid4().hex,
+        "GASTOWN_CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "SECRET_KEY": "test-process-" + uuid.uuid4().hex,
         "DJANGO_SETTINGS_MODULE": "gastown_site.settings",
+        "PYTHONUNBUFFERED": "1",
     }
     if connection.vendor == "sqlite":
         env["GASTOWN_SQLITE_PATH"] = str(db["NAME"])
@@ -53,50 +56,111 @@ def celery_worker(redis_server, transactional_db):
             f"postgres://{db['USER']}{password}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
             f"/{db['NAME']}"
         )
+    return env
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def celery_worker(redis_server, transactional_db):
+    """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
+    real broker and the test database. Tests that use it need committed data."""
+    from gastown_site.celery import app
+
     # Tasks queued by earlier tests point at rows that are gone; drop them.
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = open(settings.DATA_DIR / f"worker-{name}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "gastown_site",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "4",
-            "-n",
-            name,
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "INFO",
-        ],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log_path = settings.DATA_DIR / f"worker-{name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "gastown_site",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "4",
+                "-n",
+                name,
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
+            env=subprocess_env(),
+            cwd=BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while not app.control.ping(destination=[name], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start: {Path(log.name).read_text()[-3000:]}")
+                raise RuntimeError(f"worker did not start: {log_path.read_text()[-3000:]}")
         yield app
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        stop_process_group(process)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def asgi_server(redis_server, transactional_db):
+    """The real ASGI server (daphne, as `make run` starts it) on a free loopback port, sharing
+    the test database and channel layer. Yields its base URL."""
+    port = free_port()
+    log_path = settings.DATA_DIR / f"daphne-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "gastown_site.asgi:application",
+            ],
+            env=subprocess_env(),
+            cwd=BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daphne did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        stop_process_group(process)
 
 
 def git(cwd: Path, *args: str) -> str:
