@@ -1,8 +1,20 @@
 from django.contrib import admin
 from django.db.models import Count, Q
 
-from convoys import services
-from convoys.models import Bead, BeadDependency, Convoy, Event, Leg, LegDependency, Notification
+from convoys import services, webhooks
+from convoys.models import (
+    Bead,
+    BeadDependency,
+    Convoy,
+    Event,
+    Leg,
+    LegDependency,
+    Notification,
+    Webhook,
+    WebhookDelivery,
+)
+from convoys.selectors import merge_target_for_rig
+from rigs import services as rig_services
 from rigs.admin import RigAdmin, run_service_action
 from rigs.models import Rig
 
@@ -224,3 +236,82 @@ admin.site.unregister(Rig)
 @admin.register(Rig)
 class RigWithBeadsAdmin(RigAdmin):
     inlines = [*RigAdmin.inlines, BeadInline]
+    actions = [*RigAdmin.actions, "request_merge"]
+
+    @admin.action(description="Request merge (queue the rig's branch to land)")
+    def request_merge(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.select_related("repository"),
+            lambda rig: rig_services.merge_request_create(
+                repository=rig.repository,
+                source_branch=rig.branch,
+                target_branch=merge_target_for_rig(rig),
+                rig=rig,
+                requested_by=str(request.user),
+            ),
+            "Queued merge of",
+        )
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["event", "state", "attempts", "response_status", "last_error", "created_at"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["url", "repository", "is_active", "kinds", "updated_at"]
+    list_filter = ["is_active", "repository"]
+    search_fields = ["url"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [WebhookDeliveryInline]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = [
+        "event",
+        "webhook",
+        "state",
+        "attempts",
+        "response_status",
+        "created_at",
+        "delivered_at",
+    ]
+    list_filter = ["state", "event"]
+    list_select_related = ["webhook", "webhook__repository"]
+    search_fields = ["event", "last_error", "webhook__url"]
+    readonly_fields = [
+        "webhook",
+        "notification",
+        "event",
+        "payload",
+        "state",
+        "attempts",
+        "response_status",
+        "last_error",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["redeliver"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Deliver again")
+    def redeliver(self, request, queryset) -> None:
+        run_service_action(
+            self, request, queryset, lambda d: webhooks.webhook_redeliver(d), "Queued again"
+        )

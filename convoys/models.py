@@ -3,7 +3,7 @@
 import uuid
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, URLValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -423,3 +423,62 @@ class Event(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Events are append-only: an event cannot be deleted.")
+
+
+class Webhook(models.Model):
+    """An outgoing webhook: a repository's cascades, signed with HMAC-SHA256, for people who
+    want them in Slack or CI."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="http(s) endpoint that receives a POST.",
+    )
+    secret = models.CharField(
+        max_length=200, help_text="Signs each body: X-Gastown-Signature-256: sha256=<hex>."
+    )
+    kinds = models.JSONField(
+        default=list, blank=True, help_text="Notification kinds to send; empty sends all."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["repository_id", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.repository} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt history of one webhook call: the delivery log."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    event = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.webhook.url} ({self.state})"

@@ -101,6 +101,10 @@ def notification_send(
             bump()
     if not created:
         notification = unacked.get()
+    else:
+        from convoys.webhooks import webhooks_enqueue
+
+        webhooks_enqueue(notification)
 
     if severity in PUSHED_SEVERITIES.get(rig.notify_level, set()):
         if convoy_id is None:

@@ -6,10 +6,11 @@ rolls back with it.
 
 import logging
 
+from django.db import transaction
 from django.db.models import Q
 from django.dispatch import receiver
 
-from convoys import services
+from convoys import cascades, services
 from convoys.events import event_append
 from convoys.models import Convoy, Leg
 from convoys.selectors import leg_merge_target, rig_current_leg
@@ -75,6 +76,29 @@ def on_merge_request_state_changed(sender, merge_request, old_state, new_state, 
     ended = new_state not in MergeRequest.ACTIVE_STATES and new_state != MergeRequest.State.MERGED
     if merge_request.rig_id is None and convoy_id and ended:
         services.convoy_refresh_state(convoy=Convoy.objects.get(pk=convoy_id))
+    if new_state in (MergeRequest.State.CONFLICTED, MergeRequest.State.FAILED):
+        cascades.cascade_merge_refused(merge_request=merge_request)
+
+
+@receiver(signals.branch_updated)
+def on_branch_updated(sender, rig, old_head, new_head, changed_files, **kwargs) -> None:
+    leg = rig_current_leg(rig)
+    event_append(
+        "rig.branch",
+        {
+            "rig": rig.id,
+            "slug": rig.slug,
+            "from": old_head,
+            "to": new_head,
+            "ahead": rig.ahead,
+            "behind": rig.behind,
+            "files": len(changed_files),
+        },
+        repository_id=rig.repository_id,
+        convoy_id=leg.convoy_id if leg else None,
+        rig_id=rig.id,
+    )
+    cascades.cascade_overlap(rig=rig)
 
 
 @receiver(signals.merge_landed)
@@ -117,3 +141,19 @@ def on_merge_landed(sender, merge_requests, repository, target_branch, **kwargs)
         services.convoy_refresh_state(convoy=convoy)
     for convoy, mr in landings:
         services.convoy_landing_merged(convoy=convoy, merge_request=mr)
+    _enqueue_cascade(merge_requests, repository, target_branch, kwargs)
+
+
+def _enqueue_cascade(merge_requests, repository, target_branch, landed: dict) -> None:
+    """The cascade needs git (forecasts, diffs), so it runs in a worker after this commits."""
+    from convoys import tasks
+
+    ids = [mr.id for mr in merge_requests]
+    old_tip, new_tip = landed.get("old_tip"), landed.get("new_tip")
+    if not (old_tip and new_tip) or old_tip == new_tip:
+        return
+    transaction.on_commit(
+        lambda: tasks.cascade_merge_landed.delay(
+            repository.id, target_branch, old_tip, new_tip, ids
+        )
+    )

@@ -16,7 +16,14 @@ def run_service_action(modeladmin, request, queryset, action, verb: str) -> None
         try:
             action(obj)
             done += 1
-        except (IllegalTransition, StaleState, ValueError, services.TeardownRefused) as exc:
+        except (
+            IllegalTransition,
+            StaleState,
+            ValueError,
+            ValidationError,
+            services.TeardownRefused,
+            services.MergeInProgress,
+        ) as exc:
             modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)

@@ -819,3 +819,23 @@ def replay_commits(
                     raise _failure(["cherry-pick", sha], status, err, out)
                 return ReplayResult(None, conflicts)
         return ReplayResult(run(scratch, "rev-parse", "HEAD"), [])
+
+
+def rev_count(repo: StrPath, base: str, head: str) -> int:
+    """How many commits ``base..head`` holds."""
+    b, h = _commit(repo, base), _commit(repo, head)
+    return int(run(repo, "rev-list", "--count", f"{b}..{h}"))
+
+
+def rebase_worktree(worktree: StrPath, onto: str) -> bool:
+    """Rebase the worktree's checked-out branch onto ``onto`` (an idle, clean rig being kept
+    current for its agent). Fast-forwards when it has no commits of its own. On a conflict the
+    rebase is aborted, the worktree is left as it was, and False is returned."""
+    target = _commit(worktree, onto)
+    status, out, err = _execute(worktree, ["rebase", "--no-autostash", target], timeout=600)
+    if status == 0:
+        return True
+    _execute(worktree, ["rebase", "--abort"])
+    if "CONFLICT" in out or "CONFLICT" in err or "could not apply" in err:
+        return False
+    raise _failure(["rebase", target], status, err, out)

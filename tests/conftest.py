@@ -1,5 +1,6 @@
 """Shared fixtures: real git repositories, the Redis that settings select, a real Celery worker."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,9 +17,10 @@ from django.conf import settings
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def redis_server():
-    """The Redis the settings point at: REDIS_URL when set, else an embedded server started here."""
+    """The Redis the settings point at: REDIS_URL when set, else an embedded server started here.
+    Autouse: any test may enqueue a task after commit, and publishing needs a broker."""
     from gastown_site import embedded
 
     if settings.REDIS_URL:
@@ -60,11 +62,14 @@ def subprocess_env() -> dict[str, str]:
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
+    """Stop a server or worker and everything it started (it may already be gone)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from convoys.models import Bead, Event, Notification
+from convoys.models import Bead, Event, Notification, Webhook, WebhookDelivery
 from rigs.models import Agent, MergeRequest, hash_token
 from tests import factories
 
@@ -25,6 +25,8 @@ def populated():
     factories.merge_request(rig=rig)
     factories.notification(rig=rig)
     factories.event(rig=rig, convoy=convoy)
+    hook = Webhook.objects.create(repository=repo, url="http://127.0.0.1:9/h", secret="s")
+    WebhookDelivery.objects.create(webhook=hook, event="notification.info", payload={})
     return locals()
 
 
