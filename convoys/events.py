@@ -1,5 +1,6 @@
 """The event log: appended in the same transaction as the change, broadcast after commit."""
 
+import asyncio
 import logging
 from typing import Any
 
@@ -49,18 +50,40 @@ def event_groups(event: Event) -> list[str]:
     return groups
 
 
-def event_broadcast(event: Event) -> None:
-    """Push one event to its channel groups. A failure here loses nothing: the row is stored and
-    clients replay it on reconnect."""
+def events_broadcast(events: list[Event]) -> None:
+    """Push events to their channel groups in one round of concurrent sends. A failure here
+    loses nothing: the rows are stored and clients replay them on reconnect."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not events:
         return
-    message = {"type": "event.message", "event": event_as_message(event)}
+
+    async def send_all() -> None:
+        await asyncio.gather(
+            *(
+                layer.group_send(group, {"type": "event.message", "event": event_as_message(event)})
+                for event in events
+                for group in event_groups(event)
+            )
+        )
+
     try:
-        for group in event_groups(event):
-            async_to_sync(layer.group_send)(group, message)
+        async_to_sync(send_all)()
     except Exception:
-        logger.warning("could not broadcast event %s", event.id, exc_info=True)
+        logger.warning("could not broadcast events %s", [e.id for e in events], exc_info=True)
+
+
+class _CommitBatch:
+    """The events of one transaction, broadcast together once it commits."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def flush(self) -> None:
+        # Events appended inside a savepoint that rolled back are gone: send only stored ones.
+        # (SQLite may reuse a rolled-back id; the later event with that id is the stored one.)
+        latest = {e.id: e for e in self.events}
+        stored = set(Event.objects.filter(id__in=latest).values_list("id", flat=True))
+        events_broadcast([e for e in latest.values() if e.id in stored])
 
 
 def event_append(
@@ -71,7 +94,8 @@ def event_append(
     convoy_id: int | None = None,
     rig_id: int | None = None,
 ) -> Event:
-    """Append an event in the current transaction; it is broadcast once that commits."""
+    """Append an event in the current transaction; it is broadcast once that commits (all of a
+    transaction's events in one batch: a cascade of 100 notifications is one round trip)."""
     event = Event.objects.create(
         kind=kind,
         payload=payload or {},
@@ -79,5 +103,17 @@ def event_append(
         convoy_id=convoy_id,
         rig_id=rig_id,
     )
-    transaction.on_commit(lambda: event_broadcast(event))
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        events_broadcast([event])
+        return event
+    batch = getattr(connection, "_gastown_event_batch", None)
+    registered = batch is not None and any(
+        hook[1] == batch.flush for hook in connection.run_on_commit
+    )
+    if not registered:
+        batch = _CommitBatch()
+        connection._gastown_event_batch = batch
+        transaction.on_commit(batch.flush)
+    batch.events.append(event)
     return event

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('convoys', '0002_beads_ready_and_convoy_landing'),
-        ('rigs', '0003_api_token'),
+        ('rigs', '0002_merge_queue_lease'),
     ]
 
     operations = [

@@ -415,17 +415,19 @@ def test_ready_matches_a_plain_python_reading_of_the_rules(rig, seed):
         assert (bead_explain(bead, now=now) == []) == (bead.pk in expected)
 
 
-def test_dispatch_is_pushed_on_commit_not_polled(
-    new, rig, monkeypatch, django_capture_on_commit_callbacks
-):
+@pytest.mark.django_db(transaction=True)
+def test_dispatch_is_pushed_on_commit_not_polled(new, rig, monkeypatch):
+    from django.db import transaction
+
     from convoys import events
 
-    pushed = []
-    monkeypatch.setattr(events, "event_broadcast", lambda e: pushed.append(e))
     blocker, task = new("blocker"), new("task")
     dep(task, blocker)
-    with django_capture_on_commit_callbacks(execute=True):
+    pushed = []
+    monkeypatch.setattr(events, "events_broadcast", lambda batch: pushed.extend(batch))
+    with transaction.atomic():
         services.bead_close(bead=blocker)
+        assert pushed == []  # nothing is pushed before the commit
     kinds = [(e.kind, e.rig_id) for e in pushed]
     assert ("notification.new", rig.id) in kinds and ("beads.unblocked", rig.id) in kinds
     assert f"rig.{rig.id}" in events.event_groups(pushed[kinds.index(("notification.new", rig.id))])
