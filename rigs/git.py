@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -181,9 +182,16 @@ def _check_ref(name: str, kind: str, *check_args: str) -> str:
     for pattern, rule in _REF_RULES:
         if re.search(pattern, name):
             raise InvalidRefName(f"invalid {kind} {name!r}: {rule}")
-    if _ok(tempfile.gettempdir(), "check-ref-format", *check_args, name) is None:
+    if not _git_accepts_ref(name, check_args):
         raise InvalidRefName(f"invalid {kind} {name!r}: rejected by git check-ref-format")
     return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _git_accepts_ref(name: str, check_args: tuple[str, ...]) -> bool:
+    """git's verdict on a ref name never changes, so ask once per name (the merge queue
+    publishes to the same few refs all day)."""
+    return _ok(tempfile.gettempdir(), "check-ref-format", *check_args, name) is not None
 
 
 def validate_ref_name(name: str) -> str:
@@ -267,6 +275,10 @@ def rev_parse(repo: StrPath, rev: str) -> str | None:
 
 
 def _commit(repo: StrPath, rev: str) -> str:
+    # A full object id (what git itself gave us) needs no round trip; a wrong one still fails
+    # in the command that uses it.
+    if _OID.fullmatch(rev):
+        return rev
     if (sha := rev_parse(repo, rev)) is None:
         raise GitError(f"unknown revision {rev!r} in {repo}")
     return sha
@@ -731,7 +743,11 @@ def commit_tree(
 ) -> str:
     """Create a commit object (no ref moves). The message goes verbatim via stdin; the
     committer is always Gas Town, the author defaults to it."""
-    tree_sha = _ok(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{tree}^{{tree}}")
+    tree_sha = (
+        tree
+        if _OID.fullmatch(tree)
+        else _ok(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{tree}^{{tree}}")
+    )
     if tree_sha is None:
         raise GitError(f"unknown tree {tree!r}")
     args = ["commit-tree", "--no-gpg-sign", tree_sha]

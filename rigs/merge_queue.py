@@ -174,6 +174,9 @@ class QueueRun:
         self.holder = holder
         self.ref = f"refs/heads/{target_branch}"
         self.ttl = max(300.0, repository.gate_timeout_seconds * 2 + 60.0)
+        # (tip, source) -> (new tip, conflicts). Bisecting rebuilds the same merges on the same
+        # tips; reusing them saves the git work and keeps candidate commits identical.
+        self.applied: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
 
     def renew(self) -> None:
         if not lease_acquire(self.repository, self.target_branch, self.holder, self.ttl):
@@ -253,7 +256,10 @@ class QueueRun:
             if git.is_ancestor(repo, source, candidate.tip):
                 candidate.steps.append(Step(mr, source, candidate.tip, candidate.tip))
                 continue
-            new_tip, conflicts = candidate_apply(self.repository, candidate.tip, mr, source)
+            key = (candidate.tip, source)
+            if key not in self.applied:
+                self.applied[key] = candidate_apply(self.repository, candidate.tip, mr, source)
+            new_tip, conflicts = self.applied[key]
             if new_tip is None:
                 services.merge_request_finish(
                     merge_request=mr,
@@ -290,14 +296,16 @@ class QueueRun:
         )
         commits = {}
         for step in candidate.steps:
+            if step.after == step.before:
+                paths = []
+            elif (step.before, step.after) == (candidate.base, candidate.tip):
+                paths = changed  # a batch of one: the same diff
+            else:
+                paths = git.changed_paths(repo, step.before, step.after)
             commits[step.merge_request.id] = {
                 "merge_commit": step.after,
                 "target_commit": step.before,
-                "changed_paths": (
-                    git.changed_paths(repo, step.before, step.after)
-                    if step.after != step.before
-                    else []
-                ),
+                "changed_paths": paths,
                 "gate_exit_code": gate.exit_code if gate else None,
                 "gate_log_tail": gate.log_tail if gate else "",
                 "gate_seconds": gate.seconds if gate else None,
