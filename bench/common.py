@@ -103,7 +103,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table; numbers right-aligned. Also valid Markdown."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = [all(_is_number(row[i]) for row in rows) and rows for i in range(len(headers))]
+    numeric = [
+        bool(rows) and all(_is_number(row[i]) or row[i] == "" for row in rows)
+        for i in range(len(headers))
+    ]
 
     def line(row: Sequence[str]) -> str:
         parts = [
@@ -231,15 +234,31 @@ def _postgres_drop(admin_url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+def _redis_forget_queue(url: str, queue: str) -> None:
+    """Delete the private queue's keys from a shared Redis (kombu: the list, its priority
+    lists and the exchange binding)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url)
+        keys = [*client.scan_iter(match=f"{queue}*"), f"_kombu.binding.{queue}"]
+        client.delete(*keys)
+    except redis.RedisError as exc:
+        print(f"warning: could not delete queue {queue} from Redis: {exc}", file=sys.stderr)
+
+
 @contextmanager
-def bench_environment(prefix: str = "gastown-bench-", keep: bool = False) -> Iterator[BenchEnv]:
+def bench_environment(
+    prefix: str = "gastown-bench-", keep: bool = False, parent: str | Path | None = None
+) -> Iterator[BenchEnv]:
     """Set the environment, start Django on it, migrate, start Redis if embedded; undo it all
-    at the end (``keep`` leaves the data dir for inspection)."""
+    at the end (``keep`` leaves the data dir for inspection). The data dir is a new
+    directory under ``parent`` (default: the system's temporary directory)."""
     if "django.conf" in sys.modules and sys.modules["django.conf"].settings.configured:
         raise RuntimeError("bench_environment() must run before Django is set up")
     if str(BASE_DIR) not in sys.path:
         sys.path.insert(0, str(BASE_DIR))
-    data_dir = Path(tempfile.mkdtemp(prefix=prefix)).resolve()
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)).resolve()
     db_name = f"gastown_bench_{os.getpid()}"
     admin_url = ""
     env = {
@@ -252,12 +271,14 @@ def bench_environment(prefix: str = "gastown-bench-", keep: bool = False) -> Ite
     if not os.environ.get("SECRET_KEY"):
         env["SECRET_KEY"] = "bench-" + secrets.token_urlsafe(40)
     database = "SQLite (embedded, WAL)"
-    if url := os.environ.get("DATABASE_URL"):
-        env["DATABASE_URL"], admin_url = _postgres_throwaway(url, db_name)
-        database = f"PostgreSQL, throwaway database {db_name}"
-    os.environ.update(env)
+    # A private queue: on a shared Redis no other worker takes the benchmark's tasks.
+    queue = f"gastown-bench-{os.getpid()}"
     redis_process = None
     try:
+        if url := os.environ.get("DATABASE_URL"):
+            env["DATABASE_URL"], admin_url = _postgres_throwaway(url, db_name)
+            database = f"PostgreSQL, throwaway database {db_name}"
+        os.environ.update(env)
         import django
 
         django.setup()
@@ -275,8 +296,6 @@ def bench_environment(prefix: str = "gastown-bench-", keep: bool = False) -> Ite
                 settings.EMBEDDED_REDIS_SOCKET, settings.DATA_DIR / "redis"
             )
             broker = f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}"
-        # A private queue: on a shared Redis no other worker takes the benchmark's tasks.
-        queue = f"gastown-bench-{os.getpid()}"
         # (the namespaced key is what the Django settings set, and it wins)
         app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
         if app.amqp.default_queue.name != queue:
@@ -299,6 +318,8 @@ def bench_environment(prefix: str = "gastown-bench-", keep: bool = False) -> Ite
             from gastown_site import embedded
 
             embedded.redis_stop(redis_process)
+        elif os.environ.get("REDIS_URL"):
+            _redis_forget_queue(os.environ["REDIS_URL"], queue)
         if admin_url:
             try:
                 _postgres_drop(admin_url, db_name)

@@ -30,7 +30,15 @@ def on_rig_state_changed(sender, rig, old_state, new_state, reason="", **kwargs)
     leg = rig_current_leg(rig)
     event_append(
         "rig.state",
-        {"rig": rig.id, "slug": rig.slug, "from": old_state, "to": new_state, "reason": reason},
+        {
+            "rig": rig.id,
+            "slug": rig.slug,
+            "from": old_state,
+            "to": new_state,
+            "reason": reason,
+            "progress": rig.progress,
+            "label": rig.progress_label,
+        },
         repository_id=rig.repository_id,
         convoy_id=leg.convoy_id if leg else None,
         rig_id=rig.id,

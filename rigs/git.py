@@ -210,7 +210,7 @@ def repository_lock(repo_path: StrPath, timeout: float = LOCK_TIMEOUT) -> Iterat
     so threads exclude each other too, and the kernel releases it if the process dies.
     Re-entrant within a thread. Raises GitLockTimeout.
     """
-    path = common_dir(repo_path) / LOCK_FILE_NAME
+    path = _common_dir_cached(str(Path(repo_path).resolve())) / LOCK_FILE_NAME
     held: set[Path] = _held.__dict__.setdefault("paths", set())
     if path in held:
         yield path
@@ -221,7 +221,7 @@ def repository_lock(repo_path: StrPath, timeout: float = LOCK_TIMEOUT) -> Iterat
         while not _try_flock(fd):
             if time.monotonic() >= deadline:
                 raise GitLockTimeout(f"timed out after {timeout}s waiting for {path}")
-            time.sleep(0.01)
+            time.sleep(0.002)  # short polls: a waiting worker starts soon after the handoff
         held.add(path)
         try:
             yield path
@@ -229,6 +229,12 @@ def repository_lock(repo_path: StrPath, timeout: float = LOCK_TIMEOUT) -> Iterat
             held.discard(path)
     finally:
         os.close(fd)  # closing our only descriptor releases the flock
+
+
+@functools.lru_cache(maxsize=1024)
+def _common_dir_cached(repo_path: str) -> Path:
+    """A repository's common dir does not move; the lock is taken often (every worktree add)."""
+    return common_dir(repo_path)
 
 
 def _try_flock(fd: int) -> bool:

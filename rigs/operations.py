@@ -155,6 +155,8 @@ def _rig_provision(rig: Rig) -> None:
                 to=Rig.State.PROVISIONING,
                 reason="provisioning",
                 provision_attempts=rig.provision_attempts + 1,
+                progress=10,
+                progress_label="checking out",
             )
         except StaleState:
             return  # another worker took it
@@ -163,9 +165,8 @@ def _rig_provision(rig: Rig) -> None:
     repository = rig.repository
     started = time.monotonic()
     try:
-        if not git.is_repository(repository.path) and repository.init_if_missing:
+        if repository.init_if_missing and not paths.looks_like_repository(Path(repository.path)):
             repository_init_run(repository.id)
-        services.rig_progress_set(rig=rig, progress=10, label="checking out")
         base_rev = rig.base_ref or repository.target_branch
         base_commit = git.rev_parse(repository.path, base_rev)
         if base_commit is None:
@@ -182,12 +183,16 @@ def _rig_provision(rig: Rig) -> None:
         )
         if existing_tip is not None:  # retried after a crash: the branch is already ours
             base_commit = git.merge_base(repository.path, existing_tip, base_commit) or base_commit
-        services.rig_progress_set(rig=rig, progress=60, label="copying files")
-        _copy_configured_files(repository, worktree)
+        if repository.copy_files or repository.link_files:
+            services.rig_progress_set(rig=rig, progress=60, label="copying files")
+            _copy_configured_files(repository, worktree)
         if repository.setup_command:
             services.rig_progress_set(rig=rig, progress=70, label="running setup")
             run_setup_command(repository.setup_command, worktree, rig)
-        head = git.resolve_branch(repository.path, rig.branch) or base_commit
+        # A branch made just now from the base sits on it; a retried one may have moved.
+        head = base_commit
+        if existing_tip is not None:
+            head = git.resolve_branch(repository.path, rig.branch) or base_commit
         with transaction.atomic():
             services.rig_transition(
                 rig=rig,
