@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test setup install migrate lint format bench clean
+.PHONY: run test setup install migrate lint format bench clean browser-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/bin/gt
+
+# the agents' client, on the virtualenv's PATH (one stdlib-only file: a copy is enough)
+$(VENV)/bin/gt: bin/gt $(VENV)/.installed
+	install -m 755 bin/gt $@
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -29,6 +33,12 @@ run: setup
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The board's browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -23,8 +23,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from convoys.models import Bead, Leg, Notification
-from convoys.notifications import notification_send
-from convoys.selectors import merge_target_for_rig, rig_current_leg
+from convoys.notifications import notification_send, notifications_send_many
+from convoys.selectors import merge_target_for_rig, rig_current_leg, rigs_current_legs
 from rigs import git
 from rigs.models import MergeRequest, Repository, Rig
 
@@ -180,6 +180,8 @@ class LandedChange:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     symbols: dict[str, list[str]] = field(default_factory=dict)
     commits: int = 0
+    since: dict[str, tuple[set[str], int] | None] = field(default_factory=dict)
+    excerpts: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     @property
     def paths(self) -> list[str]:
@@ -220,36 +222,52 @@ def landed_change_read(
     return change
 
 
-def _rigs_on_target(change: LandedChange) -> list[tuple[Rig, Leg | None]]:
+def _live_rigs_with_legs(change: LandedChange) -> list[tuple[Rig, Leg | None]]:
+    """Every other live rig on the repository with its current leg (two queries in all)."""
     source_ids = {r.id for r in change.source_rigs}
-    rigs = (
+    rigs = list(
         Rig.objects.filter(repository=change.repository, state__in=Rig.LIVE_STATES)
         .exclude(id__in=source_ids)
-        .select_related("repository", "agent")
+        .select_related("repository")
         .order_by("id")
     )
-    result = []
-    for rig in rigs:
-        leg = rig_current_leg(rig)
-        if merge_target_for_rig(rig) == change.target_branch:
-            result.append((rig, leg))
-    return result
+    legs = rigs_current_legs(r.id for r in rigs)
+    return [(rig, legs.get(rig.id)) for rig in rigs]
+
+
+def _since(change: LandedChange, base: str) -> tuple[set[str], int] | None:
+    """Paths changed and commits made on the target from `base` to the new tip, once per base
+    per cascade; None when `base` is not an ancestor of the new tip."""
+    if base not in change.since:
+        repo = change.repository.path
+        if base == change.old_tip:
+            change.since[base] = (set(change.files), change.commits)
+        elif git.rev_parse(repo, base) and git.is_ancestor(repo, base, change.new_tip):
+            paths = set(git.changed_paths(repo, base, change.new_tip))
+            change.since[base] = (paths, git.rev_count(repo, base, change.new_tip))
+        else:
+            change.since[base] = None
+    return change.since[base]
 
 
 def _forecast(change: LandedChange, rig: Rig) -> tuple[list[str], int]:
     """(conflicting files, commits behind) of the rig's tip against the new target tip.
 
-    A rig last synced exactly on the old tip can only conflict on a path both sides edited, so
-    when its edits and the landed paths are disjoint `merge-tree` is skipped, and its distance
-    follows from the landed commit count. Otherwise git answers."""
+    A rig whose last sync found it on top of the target it saw (behind 0) can only conflict on a
+    path both sides edited since then; when its edits and the paths the target changed since
+    are disjoint, `merge-tree` is skipped and its distance is the commit count since. Otherwise
+    git answers."""
     repo = change.repository.path
     head = rig.head_commit or git.resolve_branch(repo, rig.branch)
     if not head:
         return [], 0
-    if rig.target_commit == change.old_tip and rig.behind == 0:
-        rig_paths = {f.get("path") for f in rig.changed_files or [] if isinstance(f, dict)}
-        if not rig_paths & set(change.files):
-            return [], change.commits
+    if rig.target_commit and rig.behind == 0:
+        since = _since(change, rig.target_commit)
+        if since is not None:
+            paths, commits = since
+            rig_paths = {f.get("path") for f in rig.changed_files or [] if isinstance(f, dict)}
+            if not rig_paths & paths:
+                return [], commits
     behind = git.ahead_behind(repo, head, change.new_tip)[1]
     merged = git.merge_tree(repo, change.new_tip, head)
     return ([] if merged.clean else merged.conflicts), behind
@@ -266,9 +284,16 @@ def _auto_rebase(rig: Rig, change: LandedChange) -> bool:
 
 
 def _excerpt(change: LandedChange, paths: list[str]) -> str:
-    return git.diff_excerpt(
-        change.repository.path, change.old_tip, change.new_tip, paths, max_lines=EXCERPT_LINES
-    )
+    key = tuple(paths)
+    if key not in change.excerpts:  # twenty watchers of the same file share one diff
+        change.excerpts[key] = git.diff_excerpt(
+            change.repository.path,
+            change.old_tip,
+            change.new_tip,
+            paths,
+            max_lines=EXCERPT_LINES,
+        )
+    return change.excerpts[key]
 
 
 @dataclass
@@ -392,7 +417,10 @@ def cascade_merge_landed(
     }
     # Git reads first (no transaction open), then all writes in one transaction.
     impacts = []
-    for rig, leg in _rigs_on_target(change):
+    rigs = _live_rigs_with_legs(change)
+    for rig, leg in rigs:
+        if merge_target_for_rig(rig, leg) != target_branch:
+            continue
         conflicts, behind = _forecast(change, rig)
         watched = [p for p in change.paths if path_matches(p, rig_watch_patterns(rig, leg))]
         rebased = False if conflicts else _auto_rebase(rig, change)
@@ -405,20 +433,27 @@ def cascade_merge_landed(
         "cascade": cascade,
         "depth": depth,
     }
-    sent: list[Notification] = []
+    items = [
+        {
+            "rig": impact.rig,
+            "convoy_id": impact.leg.convoy_id if impact.leg else None,
+            **notice,
+            **common,
+        }
+        for impact in impacts
+        for notice in _impact_notices(change, impact, manifests)
+    ]
     with transaction.atomic():
-        for impact in impacts:
-            convoy_id = impact.leg.convoy_id if impact.leg else None
-            for notice in _impact_notices(change, impact, manifests):
-                note = notification_send(rig=impact.rig, convoy_id=convoy_id, **notice, **common)
-                if note is not None:
-                    sent.append(note)
-        sent.extend(_follow_ups(change, code_symbols, common))
+        sent = notifications_send_many(items)
+        sent.extend(_follow_ups(change, code_symbols, common, rigs))
     return sent
 
 
 def _follow_ups(
-    change: LandedChange, code_symbols: dict[str, list[str]], common: dict[str, Any]
+    change: LandedChange,
+    code_symbols: dict[str, list[str]],
+    common: dict[str, Any],
+    candidates: list[tuple[Rig, Leg | None]],
 ) -> list[Notification]:
     """The conceptual merge: work the landed change creates elsewhere, as beads
     `discovered-from` the merge request, in the rig that owns the area."""
@@ -427,13 +462,10 @@ def _follow_ups(
     primary = common["source_merge_request"]
     if primary is None:
         return []
-    source_ids = {r.id for r in change.source_rigs}
-    candidates = [
-        (rig, rig_current_leg(rig))
-        for rig in Rig.objects.filter(repository=change.repository, state__in=Rig.LIVE_STATES)
-        .exclude(id__in=source_ids)
-        .order_by("id")
-    ]
+    # Only a rig with a role or a scope can own an area.
+    candidates = [(r, leg) for r, leg in candidates if r.role or r.scope or (leg and leg.scope)]
+    if not candidates:
+        return []
     tests_changed = any(path_matches(p, TEST_PATTERNS) for p in change.paths)
     deploy_changed = [p for p in change.paths if path_matches(p, DEPLOY_PATTERNS)]
     names = sorted({s for symbols in code_symbols.values() for s in symbols})

@@ -1,6 +1,5 @@
 """The event log: appended in the same transaction as the change, broadcast after commit."""
 
-import asyncio
 import logging
 from typing import Any
 
@@ -51,20 +50,22 @@ def event_groups(event: Event) -> list[str]:
 
 
 def events_broadcast(events: list[Event]) -> None:
-    """Push events to their channel groups in one round of concurrent sends. A failure here
-    loses nothing: the rows are stored and clients replay them on reconnect."""
+    """Push events to their channel groups: one message per group carrying that group's events
+    in order, sent one after another over one connection (a cascade of 100 notifications is
+    about a hundred small sends, not hundreds of concurrent connections). A failure here loses
+    nothing: the rows are stored and clients replay them on reconnect."""
     layer = get_channel_layer()
     if layer is None or not events:
         return
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        message = event_as_message(event)
+        for group in event_groups(event):
+            by_group.setdefault(group, []).append(message)
 
     async def send_all() -> None:
-        await asyncio.gather(
-            *(
-                layer.group_send(group, {"type": "event.message", "event": event_as_message(event)})
-                for event in events
-                for group in event_groups(event)
-            )
-        )
+        for group, batch in by_group.items():
+            await layer.group_send(group, {"type": "event.batch", "events": batch})
 
     try:
         async_to_sync(send_all)()
@@ -103,10 +104,23 @@ def event_append(
         convoy_id=convoy_id,
         rig_id=rig_id,
     )
+    _broadcast_after_commit([event])
+    return event
+
+
+def events_append_many(events: list[Event]) -> list[Event]:
+    """`event_append` for many unsaved Event objects at once (one INSERT)."""
+    if events:
+        Event.objects.bulk_create(events)
+        _broadcast_after_commit(events)
+    return events
+
+
+def _broadcast_after_commit(events: list[Event]) -> None:
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        events_broadcast([event])
-        return event
+        events_broadcast(events)
+        return
     batch = getattr(connection, "_gastown_event_batch", None)
     registered = batch is not None and any(
         hook[1] == batch.flush for hook in connection.run_on_commit
@@ -115,5 +129,4 @@ def event_append(
         batch = _CommitBatch()
         connection._gastown_event_batch = batch
         transaction.on_commit(batch.flush)
-    batch.events.append(event)
-    return event
+    batch.events.extend(events)

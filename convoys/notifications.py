@@ -7,14 +7,15 @@ Every cascade (unblocked work, base moved, interface changed, ...) sends through
 import hashlib
 import json
 import uuid
+from collections import Counter
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from convoys.events import event_append
-from convoys.models import Notification
+from convoys.events import event_append, events_append_many
+from convoys.models import Event, Notification
 from convoys.selectors import rig_current_leg
 from rigs.models import MergeRequest, Rig
 
@@ -26,6 +27,8 @@ PUSHED_SEVERITIES = {
     Rig.NotifyLevel.MUTED: set(),
 }
 SUMMARY_MAX = Notification._meta.get_field("summary").max_length
+# `convoy_id` not given: look up the rig's current leg (None means "no convoy", known).
+UNKNOWN = object()
 
 
 def notification_fingerprint(
@@ -55,7 +58,7 @@ def notification_send(
     source_commits: str = "",
     cascade: uuid.UUID | None = None,
     depth: int = 0,
-    convoy_id: int | None = None,
+    convoy_id: int | None | object = UNKNOWN,
 ) -> Notification | None:
     """Tell `rig` something. An identical unacked notification is bumped (`occurrences` + 1)
     instead of repeated. Always stored; pushed as an Event (`notification.new`, or
@@ -107,7 +110,7 @@ def notification_send(
         webhooks_enqueue(notification)
 
     if severity in PUSHED_SEVERITIES.get(rig.notify_level, set()):
-        if convoy_id is None:
+        if convoy_id is UNKNOWN:
             leg = rig_current_leg(rig)
             convoy_id = leg.convoy_id if leg else None
         event_append(
@@ -128,6 +131,107 @@ def notification_send(
             rig_id=rig.pk,
         )
     return notification
+
+
+@transaction.atomic
+def notifications_send_many(items: list[dict[str, Any]]) -> list[Notification]:
+    """`notification_send` for many notifications in a few queries (a cascade tells a hundred
+    rigs at once). Each item holds `notification_send`'s arguments, with `convoy_id` given.
+    Same outcome as sending them one by one; if a racing sender inserts a duplicate meanwhile,
+    it falls back to exactly that."""
+    prepared = []
+    for item in items:
+        rig, kind, severity = item["rig"], item["kind"], item["severity"]
+        if kind not in Notification.Kind.values or severity not in Severity.values:
+            raise ValueError(f"unknown notification kind or severity: {kind!r}, {severity!r}")
+        if rig.state == Rig.State.ARCHIVED:
+            continue
+        summary = item["summary"]
+        summary = summary if len(summary) <= SUMMARY_MAX else summary[: SUMMARY_MAX - 1] + "…"
+        changes = json.loads(json.dumps(item.get("changes") or {}, default=str))
+        action = item.get("action", "")
+        fingerprint = notification_fingerprint(
+            rig_id=rig.pk, kind=kind, summary=summary, action=action, changes=changes
+        )
+        prepared.append((item, summary, action, changes, fingerprint))
+    if not prepared:
+        return []
+    existing = {
+        (n.rig_id, n.fingerprint): n
+        for n in Notification.objects.filter(
+            acked_at__isnull=True,
+            rig_id__in={p[0]["rig"].pk for p in prepared},
+            fingerprint__in={p[4] for p in prepared},
+        )
+    }
+    new: dict[tuple[int, str], Notification] = {}
+    bumps: Counter[int] = Counter()
+    results: list[tuple[dict, Notification, bool]] = []
+    for item, summary, action, changes, fingerprint in prepared:
+        key = (item["rig"].pk, fingerprint)
+        if key in existing:
+            notification = existing[key]
+            bumps[notification.pk] += 1
+            notification.occurrences += 1
+            results.append((item, notification, False))
+        elif key in new:
+            new[key].occurrences += 1
+            results.append((item, new[key], False))
+        else:
+            new[key] = Notification(
+                rig=item["rig"],
+                kind=item["kind"],
+                severity=item["severity"],
+                summary=summary,
+                action=action,
+                changes=changes,
+                source_rig=item.get("source_rig"),
+                source_merge_request=item.get("source_merge_request"),
+                source_commits=item.get("source_commits", ""),
+                cascade=item.get("cascade") or uuid.uuid4(),
+                depth=item.get("depth", 0),
+                fingerprint=fingerprint,
+            )
+            results.append((item, new[key], True))
+    try:
+        with transaction.atomic():
+            Notification.objects.bulk_create(list(new.values()))
+    except IntegrityError:
+        return [n for n in (notification_send(**item) for item in items) if n is not None]
+    now = timezone.now()
+    for pk, count in bumps.items():
+        Notification.objects.filter(pk=pk).update(
+            occurrences=F("occurrences") + count, updated_at=now
+        )
+    from convoys.webhooks import webhooks_enqueue_many
+
+    webhooks_enqueue_many(list(new.values()))
+    events = []
+    for item, notification, created in results:
+        rig = item["rig"]
+        if item["severity"] not in PUSHED_SEVERITIES.get(rig.notify_level, set()):
+            continue
+        events.append(
+            Event(
+                kind="notification.new" if created else "notification.repeated",
+                payload={
+                    "notification": notification.id,
+                    "rig": rig.pk,
+                    "kind": notification.kind,
+                    "severity": notification.severity,
+                    "summary": notification.summary,
+                    "action": notification.action,
+                    "occurrences": notification.occurrences,
+                    "cascade": str(notification.cascade),
+                    "depth": notification.depth,
+                },
+                repository_id=rig.repository_id,
+                convoy_id=item.get("convoy_id"),
+                rig_id=rig.pk,
+            )
+        )
+    events_append_many(events)
+    return [notification for _, notification, _ in results]
 
 
 @transaction.atomic

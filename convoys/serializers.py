@@ -1,12 +1,65 @@
-"""API shapes for convoys' resources (the field names are the contract in DESIGN.md)."""
+"""API shapes for convoys' resources (the field names are the contract in DESIGN.md).
 
+Input serializers only check shapes and types (bounded numbers, lists of strings); the rules
+live in the services, which name the field they refuse.
+"""
+
+import re
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from convoys.models import Bead
+from convoys.models import Bead, BeadDependency, Convoy, Event, Notification
+from rigs.serializers import AgentSerializer
+
+MAX_ID = 2**63 - 1
+
+
+def id_field(**kwargs) -> serializers.IntegerField:
+    """An object id: a positive integer that fits the database."""
+    return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            {"type": "string", "pattern": "^gt-[0-9a-z]+$"},
+        ],
+        "description": "a bead's id or its short id (`gt-a1b2`)",
+    }
+)
+class BeadRefField(serializers.Field):
+    """A bead by id (`42`, `"42"`) or short id (`"gt-a1b2"`); resolved by the view."""
+
+    default_error_messages = {"invalid": "not a bead id (a positive integer or gt-…)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int):
+            if not 1 <= data <= MAX_ID:
+                self.fail("invalid")
+            return data
+        if isinstance(data, str):
+            value = data.strip()
+            if value.isdigit() and len(value) < 19:
+                return int(value)
+            if re.fullmatch(r"gt-[0-9a-zA-Z]{1,13}", value):
+                return value
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+# --- beads --------------------------------------------------------------------------------------
 
 
 class BeadSerializer(serializers.ModelSerializer):
-    assignee = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    assignee = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True, help_text="the agent's name"
+    )
 
     class Meta:
         model = Bead
@@ -33,3 +86,341 @@ class BeadSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class BeadLinkSerializer(serializers.Serializer):
+    """One edge of a bead's graph, seen from the bead."""
+
+    id = serializers.IntegerField(help_text="the other bead's id")
+    short_id = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.ChoiceField(choices=Bead.Status.choices)
+    rig = serializers.IntegerField(allow_null=True)
+    type = serializers.ChoiceField(choices=BeadDependency.Type.choices)
+
+
+class BeadDetailSerializer(BeadSerializer):
+    ready = serializers.BooleanField(read_only=True, help_text="can be started now")
+    not_ready_reasons = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="why not (empty when ready)"
+    )
+    dependencies = BeadLinkSerializer(many=True, read_only=True, help_text="what it depends on")
+    dependents = BeadLinkSerializer(many=True, read_only=True, help_text="what depends on it")
+
+    class Meta(BeadSerializer.Meta):
+        fields = [
+            *BeadSerializer.Meta.fields,
+            "ready",
+            "not_ready_reasons",
+            "dependencies",
+            "dependents",
+        ]
+        read_only_fields = fields
+
+
+class BeadCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=300)
+    rig = id_field(required=False, allow_null=True, help_text="the rig it belongs to")
+    leg = id_field(required=False, allow_null=True)
+    convoy = id_field(required=False, allow_null=True, help_text="a convoy's pool (no rig)")
+    repository = id_field(required=False, allow_null=True, help_text="a repository's pool")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    acceptance_criteria = serializers.CharField(required=False, allow_blank=True, default="")
+    priority = serializers.IntegerField(required=False, default=2, min_value=0, max_value=4)
+    type = serializers.ChoiceField(choices=Bead.Type.choices, required=False, default="task")
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list, max_length=50
+    )
+    defer_until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    blocks = serializers.ListField(
+        child=BeadRefField(),
+        required=False,
+        default=list,
+        max_length=50,
+        help_text="beads that cannot start until this one closes (they depend on it)",
+    )
+    discovered_from = BeadRefField(
+        required=False, allow_null=True, help_text="the bead whose work turned this one up"
+    )
+
+
+class BeadUpdateSerializer(serializers.Serializer):
+    """PATCH: the fields a bead's owner may edit. A status change goes through the bead's state
+    machine (closing dispatches the work it unblocks); `in_progress` is reached by claiming."""
+
+    title = serializers.CharField(max_length=300, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    acceptance_criteria = serializers.CharField(required=False, allow_blank=True)
+    priority = serializers.IntegerField(required=False, min_value=0, max_value=4)
+    type = serializers.ChoiceField(choices=Bead.Type.choices, required=False)
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=50
+    )
+    defer_until = serializers.DateTimeField(required=False, allow_null=True)
+    status = serializers.ChoiceField(choices=Bead.Status.choices, required=False)
+    close_reason = serializers.CharField(required=False, allow_blank=True)
+
+
+class BeadClaimSerializer(serializers.Serializer):
+    agent = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=63,
+        help_text="operators only: claim on behalf of this agent (agents claim for themselves)",
+    )
+
+
+class BeadCloseSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class BeadCloseResultSerializer(serializers.Serializer):
+    bead = BeadSerializer()
+    unblocked = BeadSerializer(many=True, help_text="beads this close made ready")
+
+
+class DependencyCreateSerializer(serializers.Serializer):
+    depends_on = BeadRefField(help_text="this bead depends on that one")
+    type = serializers.ChoiceField(
+        choices=BeadDependency.Type.choices, required=False, default="blocks"
+    )
+
+
+class DependencySerializer(serializers.ModelSerializer):
+    bead = serializers.SlugRelatedField(slug_field="short_id", read_only=True)
+    depends_on = serializers.SlugRelatedField(slug_field="short_id", read_only=True)
+
+    class Meta:
+        model = BeadDependency
+        fields = ["id", "bead", "depends_on", "type", "created_at"]
+        read_only_fields = fields
+
+
+# --- convoys ------------------------------------------------------------------------------------
+
+
+class LegInputSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=63, help_text="names the leg inside its convoy")
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    rig = id_field(required=False, allow_null=True, help_text="an existing rig")
+    agent = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=63,
+        help_text="or: an agent to provision a rig for at launch",
+    )
+    scope = serializers.ListField(child=serializers.CharField(), required=False, max_length=100)
+    watch = serializers.ListField(child=serializers.CharField(), required=False, max_length=100)
+    depends_on = serializers.ListField(
+        child=serializers.CharField(max_length=63),
+        required=False,
+        max_length=100,
+        help_text="keys of the legs this one waits for",
+    )
+
+
+class ConvoyCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    repository = id_field()
+    target_branch = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=200
+    )
+    slug = serializers.CharField(required=False, allow_blank=True, default="", max_length=63)
+    use_integration_branch = serializers.BooleanField(required=False, default=False)
+    legs = LegInputSerializer(many=True, max_length=200)
+
+
+class ConvoyCancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class LegSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    title = serializers.CharField()
+    state = serializers.CharField()
+    rig = serializers.IntegerField(allow_null=True)
+    rig_slug = serializers.CharField(allow_null=True)
+    rig_state = serializers.CharField(allow_null=True)
+    depends_on = serializers.ListField(child=serializers.CharField(), help_text="leg keys")
+    wave = serializers.IntegerField(help_text="1: depends on nothing; n: on earlier waves")
+
+
+class ProgressSerializer(serializers.Serializer):
+    landed = serializers.IntegerField()
+    total = serializers.IntegerField(help_text="legs, cancelled ones left out")
+    percent = serializers.IntegerField()
+
+
+class ConvoySerializer(serializers.ModelSerializer):
+    """A convoy with its legs and progress (the list and the detail share this shape)."""
+
+    integration_branch = serializers.CharField(read_only=True)
+    progress = serializers.SerializerMethodField()
+    legs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Convoy
+        fields = [
+            "id",
+            "slug",
+            "title",
+            "description",
+            "repository",
+            "target_branch",
+            "state",
+            "use_integration_branch",
+            "integration_branch",
+            "progress",
+            "legs",
+            "created_at",
+            "launched_at",
+            "landed_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, convoy: Convoy) -> dict:
+        return convoy.rollup["progress"]
+
+    @extend_schema_field(LegSerializer(many=True))
+    def get_legs(self, convoy: Convoy) -> list[dict]:
+        return convoy.rollup["legs"]
+
+
+class BlockedLegSerializer(serializers.Serializer):
+    leg = serializers.CharField()
+    id = serializers.IntegerField()
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class LandingMergeRequestSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ConvoyDetailSerializer(ConvoySerializer):
+    blocked = serializers.SerializerMethodField()
+    waves = serializers.SerializerMethodField()
+    landing_merge_request = serializers.SerializerMethodField()
+
+    class Meta(ConvoySerializer.Meta):
+        fields = [*ConvoySerializer.Meta.fields, "blocked", "waves", "landing_merge_request"]
+        read_only_fields = fields
+
+    @extend_schema_field(BlockedLegSerializer(many=True))
+    def get_blocked(self, convoy: Convoy) -> list[dict]:
+        return [
+            {"leg": b["leg"], "id": b["id"], "reasons": b["reasons"]}
+            for b in convoy.rollup["blocked"]
+        ]
+
+    @extend_schema_field(
+        serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
+    )
+    def get_waves(self, convoy: Convoy) -> list[list[str]]:
+        return convoy.rollup["waves"]
+
+    @extend_schema_field(
+        LandingMergeRequestSerializer(
+            allow_null=True, help_text="with an integration branch: the merge landing it"
+        )
+    )
+    def get_landing_merge_request(self, convoy: Convoy) -> dict | None:
+        return convoy.rollup["landing_merge_request"]
+
+
+# --- notifications and events ---------------------------------------------------------------------
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "rig",
+            "kind",
+            "severity",
+            "summary",
+            "action",
+            "changes",
+            "cascade",
+            "depth",
+            "occurrences",
+            "source_rig",
+            "source_merge_request",
+            "source_commits",
+            "acked_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AckAllSerializer(serializers.Serializer):
+    rig = id_field(
+        required=False, allow_null=True, help_text="only this rig's (default: all of yours)"
+    )
+
+
+class AckAllResultSerializer(serializers.Serializer):
+    acked = serializers.IntegerField()
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["id", "kind", "payload", "repository", "convoy", "rig", "created_at"]
+        read_only_fields = fields
+
+
+# --- me -------------------------------------------------------------------------------------------
+
+
+class AssignmentSerializer(serializers.Serializer):
+    rig = serializers.IntegerField()
+    leg = serializers.IntegerField()
+    leg_key = serializers.CharField()
+    leg_title = serializers.CharField()
+    leg_state = serializers.CharField()
+    convoy = serializers.IntegerField()
+    convoy_title = serializers.CharField()
+    convoy_state = serializers.CharField()
+    merge_target = serializers.CharField()
+
+
+class MeRigSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    repository = serializers.IntegerField()
+    repository_name = serializers.CharField()
+    state = serializers.CharField()
+    branch = serializers.CharField()
+    worktree_path = serializers.CharField()
+    merge_target = serializers.CharField()
+    ahead = serializers.IntegerField()
+    behind = serializers.IntegerField()
+    dirty = serializers.BooleanField()
+    assignment = AssignmentSerializer(allow_null=True)
+    unacked_notifications = serializers.IntegerField()
+
+
+class MeUserSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    roles = serializers.ListField(child=serializers.CharField())
+
+
+class MeSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["agent", "person"])
+    agent = AgentSerializer(allow_null=True)
+    user = MeUserSerializer(allow_null=True)
+    rigs = MeRigSerializer(many=True)
+    assignment = AssignmentSerializer(
+        allow_null=True, help_text="the current leg of the first rig that has one"
+    )
+    unread_notifications = serializers.IntegerField(help_text="unacked, over all your rigs")

@@ -50,21 +50,31 @@ def notification_payload(notification: Notification) -> dict:
 
 
 def webhooks_enqueue(notification: Notification) -> list[WebhookDelivery]:
-    """Record a delivery per matching webhook (in the caller's transaction) and send them after
-    commit."""
+    return webhooks_enqueue_many([notification])
+
+
+def webhooks_enqueue_many(notifications: list[Notification]) -> list[WebhookDelivery]:
+    """Record a delivery per matching webhook (in the caller's transaction, in one query for
+    the hooks and one insert) and send them after commit."""
     from convoys import tasks
 
-    hooks = Webhook.objects.filter(repository_id=notification.rig.repository_id, is_active=True)
+    repositories = {n.rig.repository_id for n in notifications}
+    hooks = list(Webhook.objects.filter(repository_id__in=repositories, is_active=True))
+    if not hooks:
+        return []
     deliveries = [
-        WebhookDelivery.objects.create(
+        WebhookDelivery(
             webhook=hook,
             notification=notification,
             event=f"notification.{notification.kind}",
             payload=notification_payload(notification),
         )
+        for notification in notifications
         for hook in hooks
-        if not hook.kinds or notification.kind in hook.kinds
+        if hook.repository_id == notification.rig.repository_id
+        and (not hook.kinds or notification.kind in hook.kinds)
     ]
+    WebhookDelivery.objects.bulk_create(deliveries)
     for delivery in deliveries:
         transaction.on_commit(lambda d=delivery: tasks.webhook_deliver.delay(d.id))
     return deliveries

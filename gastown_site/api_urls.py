@@ -1,11 +1,34 @@
-"""/api/v1/: the agents' API. Each app contributes its routes."""
+"""/api/v1/: the agents' API (the contract is "Agent API (v1)" in DESIGN.md). Each app
+contributes its views; objects are addressed by id (beads also by short id, `gt-a1b2`)."""
 
-from django.urls import path
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from convoys import api as convoys_api
 from rigs import api as rigs_api
 
+
+@csrf_exempt  # a token client's POST to a wrong path gets the 404, not a CSRF page
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Unknown paths under /api/v1/ answer with the API's error body, not an HTML page."""
+    return JsonResponse(
+        {
+            "error": {
+                "code": "not_found",
+                "message": f"no such endpoint: {request.path}",
+                "field": None,
+            }
+        },
+        status=404,
+    )
+
+
 urlpatterns = [
+    # who am I
+    path("me/", convoys_api.MeView.as_view(), name="me"),
+    path("me/prime/", convoys_api.PrimeView.as_view(), name="me-prime"),
+    # repositories and rigs
     path("repositories/", rigs_api.RepositoryListView.as_view(), name="repository-list"),
     path(
         "repositories/<int:pk>/", rigs_api.RepositoryDetailView.as_view(), name="repository-detail"
@@ -16,5 +39,49 @@ urlpatterns = [
     path("rigs/<int:pk>/sync/", rigs_api.RigSyncView.as_view(), name="rig-sync"),
     path("rigs/<int:pk>/retry/", rigs_api.RigRetryView.as_view(), name="rig-retry"),
     path("rigs/<int:pk>/teardown/", rigs_api.RigTeardownView.as_view(), name="rig-teardown"),
+    path(
+        "rigs/<int:pk>/merge-requests/",
+        convoys_api.RigMergeRequestView.as_view(),
+        name="rig-merge-request",
+    ),
+    # the merge queue
+    path("merge-requests/", rigs_api.MergeRequestListView.as_view(), name="merge-request-list"),
+    path(
+        "merge-requests/<int:pk>/",
+        rigs_api.MergeRequestDetailView.as_view(),
+        name="merge-request-detail",
+    ),
+    # convoys
+    path("convoys/", convoys_api.ConvoyListView.as_view(), name="convoy-list"),
+    path("convoys/<int:pk>/", convoys_api.ConvoyDetailView.as_view(), name="convoy-detail"),
+    path("convoys/<int:pk>/launch/", convoys_api.ConvoyLaunchView.as_view(), name="convoy-launch"),
+    path("convoys/<int:pk>/cancel/", convoys_api.ConvoyCancelView.as_view(), name="convoy-cancel"),
+    # beads
     path("beads/", convoys_api.BeadListView.as_view(), name="bead-list"),
+    path("beads/<str:ref>/", convoys_api.BeadDetailView.as_view(), name="bead-detail"),
+    path("beads/<str:ref>/claim/", convoys_api.BeadClaimView.as_view(), name="bead-claim"),
+    path("beads/<str:ref>/close/", convoys_api.BeadCloseView.as_view(), name="bead-close"),
+    path(
+        "beads/<str:ref>/dependencies/",
+        convoys_api.BeadDependencyView.as_view(),
+        name="bead-dependencies",
+    ),
+    # inbox
+    path("notifications/", convoys_api.NotificationListView.as_view(), name="notification-list"),
+    path(
+        "notifications/ack/",
+        convoys_api.NotificationAckAllView.as_view(),
+        name="notification-ack-all",
+    ),
+    path(
+        "notifications/<int:pk>/ack/",
+        convoys_api.NotificationAckView.as_view(),
+        name="notification-ack",
+    ),
+    # the event log
+    path("events/", convoys_api.EventListView.as_view(), name="event-list"),
+    # the CLI
+    path("cli/gt", rigs_api.CliDownloadView.as_view(), name="cli-gt"),
+    # last: anything else is the API's 404
+    re_path(r"^(?P<rest>[\s\S]*)$", not_found),
 ]

@@ -116,7 +116,14 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if TESTING else 60)}
+    # Under ASGI each request runs in its own thread; persistent per-thread connections pile
+    # up until PostgreSQL refuses clients. A small pool per process shares a few instead.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    if not TESTING and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": int(os.environ.get("GASTOWN_DB_POOL_MIN", "2")),
+            "max_size": int(os.environ.get("GASTOWN_DB_POOL_MAX", "16")),
+        }
     # JIT compilation costs more than it saves on the short graph queries (`ready`) we run.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 else:
@@ -187,7 +194,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -204,20 +213,34 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # `Token gt_…` (agents) and `Token gtp_…` (people's personal tokens)
         "rigs.auth.AgentTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["rigs.permissions.HasRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "gastown_site.api_errors.Pagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["rigs.auth.TokenRateThrottle"],
+    # Per token (per user for sessions) and per address for anonymous calls. An agent polling
+    # ready, heartbeat and inbox every second uses 180/min.
+    "DEFAULT_THROTTLE_RATES": {
+        "token": os.environ.get("GASTOWN_API_RATE", "1200/min"),
+        "anon": os.environ.get("GASTOWN_API_ANON_RATE", "120/min"),
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gastown_site.api_errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gas Town API",
     "DESCRIPTION": "Coordinate many AI coding agents on one codebase: rigs, convoys, beads, "
-    "merge requests, notifications and the event log.",
+    "merge requests, notifications and the event log. Agents authenticate with "
+    "`Authorization: Token <key>`; people with a session (and CSRF) or a personal token. "
+    'Errors are `{"error": {"code", "message", "field"}}`. See docs/api.md.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema is the public contract agents and the `gt` CLI rely on.
@@ -225,6 +248,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gastown_site.api_errors.add_error_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "RigStateEnum": "rigs.models.RigState",
+        "MergeRequestStateEnum": "rigs.models.MergeRequestState",
+        "ConvoyStateEnum": "convoys.models.ConvoyState",
+        "BeadStatusEnum": "convoys.models.BeadStatus",
+        "BeadTypeEnum": "convoys.models.Bead.Type",
+        "DependencyTypeEnum": "convoys.models.BeadDependency.Type",
+    },
 }
 
 # --- Gas Town ---------------------------------------------------------------------------------

@@ -2,10 +2,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.utils import timezone
 from django.utils.html import format_html
 
 from rigs import services
-from rigs.models import Agent, MergeRequest, Repository, Rig
+from rigs.models import Agent, ApiToken, MergeRequest, Repository, Rig
 from rigs.statemachine import IllegalTransition, StaleState
 
 
@@ -338,3 +339,41 @@ class MergeRequestAdmin(admin.ModelAdmin):
             ),
             "Cancelled",
         )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Personal API tokens for scripts: shown once when added, revocable."""
+
+    list_display = [
+        "token_prefix",
+        "user",
+        "name",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "name", "token_prefix"]
+    readonly_fields = ["token_prefix", "revoked_at", "last_used_at", "created_at"]
+    autocomplete_fields = ["user"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
+        if not change:
+            token = obj.issue()
+            super().save_model(request, obj, form, change)
+            self.message_user(
+                request,
+                f"Token for {obj.user} (shown once, store it now): {token}",
+                messages.WARNING,
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -1,8 +1,17 @@
-"""Thin DRF views for repositories and rigs: they validate input and call services."""
+"""Thin DRF views for repositories, rigs and merge requests: they validate input and call
+services. (Views that need convoys, like `me/` and a rig's merge request, live in convoys/api.py:
+rigs knows nothing about convoys.)"""
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.http import HttpResponse
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,14 +19,28 @@ from rest_framework.views import APIView
 from gastown_site.api_errors import error_response
 from rigs import services
 from rigs.auth import calling_agent
-from rigs.models import Agent, Repository, Rig
+from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.permissions import ReadOrOperator, RigWrite, is_operator
 from rigs.serializers import (
+    MergeRequestSerializer,
     RepositorySerializer,
     RigCreateSerializer,
     RigSerializer,
     TeardownSerializer,
 )
+
+MAX_ID = 2**63 - 1
+
+
+class IdFilter(filters.NumberFilter):
+    """An id: a positive integer that fits the database (not a decimal, not 10**30)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 class RepositoryListView(generics.ListCreateAPIView):
@@ -35,16 +58,21 @@ class RepositoryDetailView(generics.RetrieveAPIView):
     serializer_class = RepositorySerializer
 
 
+class RigFilter(filters.FilterSet):
+    repository = IdFilter(field_name="repository_id")
+    agent = filters.CharFilter(field_name="agent__name", help_text="the agent's name")
+    state = filters.ChoiceFilter(choices=Rig.State.choices)
+    slug = filters.CharFilter()
+
+    class Meta:
+        model = Rig
+        fields = ["repository", "agent", "state", "slug"]
+
+
 class RigListView(generics.ListCreateAPIView):
     serializer_class = RigSerializer
-    filterset_fields = ["repository", "state", "slug"]
-
-    def get_queryset(self):
-        qs = Rig.objects.select_related("agent", "repository").order_by("id")
-        agent = self.request.query_params.get("agent")
-        if agent:
-            qs = qs.filter(agent__name=agent)
-        return qs
+    filterset_class = RigFilter
+    queryset = Rig.objects.select_related("agent", "repository").order_by("id")
 
     @extend_schema(request=RigCreateSerializer, responses={201: RigSerializer})
     def post(self, request: Request, *args, **kwargs) -> Response:
@@ -80,8 +108,6 @@ class RigDetailView(generics.RetrieveUpdateAPIView):
         allowed = {"notify_level", "role"}
         extra = set(serializer.validated_data) - allowed
         if extra:
-            from rest_framework.exceptions import ValidationError
-
             field = sorted(extra)[0]
             raise ValidationError({field: f"'{field}' cannot change after the rig is created."})
         serializer.save()
@@ -128,10 +154,67 @@ class RigTeardownView(RigActionView):
         rig = self.get_rig(request, pk)
         body = TeardownSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            services.rig_teardown_request(
-                rig=rig, force=body.validated_data["force"], requested_by=str(request.user)
-            )
-        except services.TeardownRefused as exc:
-            return error_response("lost_work", str(exc), status.HTTP_409_CONFLICT, "force")
+        # TeardownRefused (work would be lost) is a 409 `lost_work` (gastown_site.api_errors).
+        services.rig_teardown_request(
+            rig=rig, force=body.validated_data["force"], requested_by=str(request.user)
+        )
         return Response(RigSerializer(rig).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- merge requests -----------------------------------------------------------------------------
+
+
+class MergeRequestFilter(filters.FilterSet):
+    rig = IdFilter(field_name="rig_id")
+    repository = IdFilter(field_name="repository_id")
+    state = filters.MultipleChoiceFilter(
+        choices=MergeRequest.State.choices, help_text="repeat for several: ?state=queued&state=..."
+    )
+    target_branch = filters.CharFilter()
+    source_branch = filters.CharFilter()
+
+    class Meta:
+        model = MergeRequest
+        fields = ["rig", "repository", "state", "target_branch", "source_branch"]
+
+
+class MergeRequestListView(generics.ListAPIView):
+    """The merge queue's state, newest first. Ask to land a rig's branch with
+    `POST rigs/{id}/merge-requests/`."""
+
+    serializer_class = MergeRequestSerializer
+    filterset_class = MergeRequestFilter
+    queryset = MergeRequest.objects.order_by("-created_at", "-id")
+
+
+class MergeRequestDetailView(generics.RetrieveAPIView):
+    serializer_class = MergeRequestSerializer
+    queryset = MergeRequest.objects.all()
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+GT_PATH = Path(settings.BASE_DIR) / "bin" / "gt"
+
+
+class CliDownloadView(APIView):
+    """`GET cli/gt`: the `gt` command-line client (one Python file, standard library only).
+
+    Public on purpose: it holds no secret, and an agent fetches it before it is configured
+    (`curl -o gt $GT_URL/api/v1/cli/gt`). Throttled per address like every anonymous call."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        responses={(200, "text/x-python"): OpenApiResponse(OpenApiTypes.STR, description="bin/gt")},
+        auth=[],
+    )
+    def get(self, request: Request) -> HttpResponse:
+        try:
+            body = GT_PATH.read_bytes()
+        except OSError as exc:
+            raise NotFound("the gt client is not installed on this server.") from exc
+        response = HttpResponse(body, content_type="text/x-python; charset=utf-8")
+        response["Content-Disposition"] = 'inline; filename="gt"'
+        return response

@@ -6,6 +6,7 @@
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -336,3 +337,46 @@ class MergeQueueLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.repository_id}:{self.target_branch} held by {self.holder}"
+
+
+class ApiToken(models.Model):
+    """A person's personal API token for scripts (`Authorization: Token gtp_…`).
+
+    Only the hash is stored; the token is shown once at creation. It acts with its user's
+    roles (Django groups), and may expire or be revoked.
+    """
+
+    PREFIX = "gtp_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=12, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "personal API token"
+
+    def __str__(self) -> str:
+        return f"{self.token_prefix}… ({self.user})"
+
+    def issue(self) -> str:
+        """Set a new secret and return it (show it once; only its hash is kept)."""
+        raw = self.PREFIX + secrets.token_urlsafe(32)
+        self.token_hash = hash_token(raw)
+        self.token_prefix = raw[:12]
+        return raw
+
+    def valid(self, now=None) -> bool:
+        now = now or timezone.now()
+        return (
+            self.revoked_at is None
+            and self.user.is_active
+            and (self.expires_at is None or self.expires_at > now)
+        )

@@ -1,20 +1,59 @@
-"""Who may do what. Reads: anyone authenticated. Writes: operators and admins (people), or an
-agent on its own rigs. Checked on the object, not only on the endpoint."""
+"""Who may do what. Checked on the object, not only on the endpoint.
+
+- Agents read what they need to coordinate (convoys, rigs, beads, merge requests, events) and
+  write only to their own rigs and those rigs' beads, merge requests and notifications.
+- People have roles (Django groups): `viewer` reads; `operator` also creates convoys and rigs,
+  launches, moves beads and requests merges; staff and superusers (admins) may do everything.
+  A person in neither group (and not staff) is refused: a login is not a role.
+"""
 
 from rest_framework import permissions
 
-from rigs.auth import calling_agent
+from rigs.auth import AgentUser, calling_agent
 
 OPERATOR_GROUP = "operator"
 VIEWER_GROUP = "viewer"
 
 
+def _roles(user) -> set[str]:
+    """The user's role groups, read once per request (cached on the user object)."""
+    cached = getattr(user, "_gastown_roles", None)
+    if cached is None:
+        cached = set(
+            user.groups.filter(name__in=[OPERATOR_GROUP, VIEWER_GROUP]).values_list(
+                "name", flat=True
+            )
+        )
+        user._gastown_roles = cached
+    return cached
+
+
+def is_person(user) -> bool:
+    return bool(user and user.is_authenticated and not isinstance(user, AgentUser))
+
+
+def is_admin(user) -> bool:
+    return is_person(user) and bool(user.is_superuser or user.is_staff)
+
+
 def is_operator(user) -> bool:
-    if not user or not user.is_authenticated or getattr(user, "agent", None):
+    if not is_person(user):
         return False
-    return bool(
-        user.is_superuser or user.is_staff or user.groups.filter(name=OPERATOR_GROUP).exists()
-    )
+    return is_admin(user) or OPERATOR_GROUP in _roles(user)
+
+
+def is_viewer(user) -> bool:
+    """May read the API (every role includes reading)."""
+    return is_operator(user) or (is_person(user) and VIEWER_GROUP in _roles(user))
+
+
+def person_roles(user) -> list[str]:
+    if not is_person(user):
+        return []
+    roles = sorted(_roles(user))
+    if is_admin(user):
+        roles.append("admin")
+    return roles
 
 
 def owns_rig(request, rig) -> bool:
@@ -22,26 +61,46 @@ def owns_rig(request, rig) -> bool:
     return agent is not None and rig is not None and rig.agent_id == agent.id
 
 
-class ReadOrOperator(permissions.BasePermission):
-    """Safe methods for everyone authenticated; writes for operators only."""
+class HasRole(permissions.BasePermission):
+    """The default: an agent, or a person with a role. (Writes are checked by the views and the
+    object permissions below.)"""
 
-    message = "Only operators may change this."
+    message = "Your account has no role: ask an admin to add you to 'viewer' or 'operator'."
 
     def has_permission(self, request, view) -> bool:
-        if not request.user or not request.user.is_authenticated:
+        user = request.user
+        if not user or not user.is_authenticated:
             return False
-        return request.method in permissions.SAFE_METHODS or is_operator(request.user)
+        return calling_agent(request) is not None or is_viewer(user)
 
 
-class RigWrite(permissions.BasePermission):
-    """Writes on a rig: an operator, or the agent that owns the rig."""
+class ReadOrOperator(HasRole):
+    """Safe methods for agents and every role; writes for operators only."""
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        if request.method in permissions.SAFE_METHODS or is_operator(request.user):
+            return True
+        self.message = "Only operators may do this."
+        return False
+
+
+class RigWrite(HasRole):
+    """Writes on a rig (or on something of one rig): an operator, or the agent that owns it.
+    Views whose object is not a rig say which rig it belongs to with `rig_of(obj)`."""
 
     message = "Agents may only act on their own rigs."
-
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated)
 
     def has_object_permission(self, request, view, obj) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return True
-        return is_operator(request.user) or owns_rig(request, obj)
+        rig = view.rig_of(obj) if hasattr(view, "rig_of") else obj
+        if is_operator(request.user) or owns_rig(request, rig):
+            return True
+        self.message = (
+            "Agents may only act on their own rigs."
+            if calling_agent(request)
+            else "Only operators may do this."
+        )
+        return False

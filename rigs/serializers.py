@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from rigs.models import Repository, Rig
+from rigs.models import Agent, MergeRequest, Repository, Rig
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -37,7 +37,9 @@ class ChangedFileSerializer(serializers.Serializer):
 
 class RigSerializer(serializers.ModelSerializer):
     repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
-    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    agent = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True, help_text="the agent's name"
+    )
     changed_files = ChangedFileSerializer(many=True, read_only=True)
 
     class Meta:
@@ -105,3 +107,46 @@ class RigCreateSerializer(serializers.Serializer):
 
 class TeardownSerializer(serializers.Serializer):
     force = serializers.BooleanField(required=False, default=False)
+
+
+class MergeRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MergeRequest
+        fields = [
+            "id",
+            "rig",
+            "repository",
+            "source_branch",
+            "target_branch",
+            "state",
+            "priority",
+            "source_commit",
+            "target_commit",
+            "merge_commit",
+            "conflicts",
+            "changed_paths",
+            "gate_exit_code",
+            "gate_log_tail",
+            "gate_seconds",
+            "attempts",
+            "reason",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class MergeRequestCreateSerializer(serializers.Serializer):
+    priority = serializers.IntegerField(
+        required=False, default=2, min_value=0, max_value=4, help_text="0 is most urgent."
+    )
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Agent
+        fields = ["id", "name", "runtime", "is_active", "last_heartbeat_at", "token_expires_at"]
+        read_only_fields = fields

@@ -2,10 +2,11 @@
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from convoys.models import Bead, Event, Notification, Webhook, WebhookDelivery
-from rigs.models import Agent, MergeRequest, hash_token
+from rigs.models import Agent, ApiToken, MergeRequest, hash_token
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,9 @@ def populated():
     factories.event(rig=rig, convoy=convoy)
     hook = Webhook.objects.create(repository=repo, url="http://127.0.0.1:9/h", secret="s")
     WebhookDelivery.objects.create(webhook=hook, event="notification.info", payload={})
+    token = ApiToken(user=User.objects.create_user("scripter"), name="ci")
+    token.issue()
+    token.save()
     return locals()
 
 

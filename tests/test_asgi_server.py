@@ -37,4 +37,4 @@ def test_committed_event_reaches_channel_group(redis_server):
         return message
 
     message = asyncio.run(listen())
-    assert message["event"]["kind"] == "test.ping"
+    assert [e["kind"] for e in message["events"]] == ["test.ping"]

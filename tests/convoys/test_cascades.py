@@ -253,3 +253,25 @@ def test_cascade_runs_in_the_worker_after_a_landing(town, celery_worker):
     )
     assert BeadDependency.objects.count() == 0  # follow-ups link the MR, not other beads
     assert Bead.objects.filter(rig=town["docs"]).exists()
+
+
+def test_bulk_send_matches_one_by_one(town):
+    """The cascade's bulk path dedupes like `notification_send`: against unacked ones in the
+    database and within the batch, and pushes one event per notification sent."""
+    from convoys.models import Event
+    from convoys.notifications import notifications_send_many
+
+    frontend, docs = town["frontend"], town["docs"]
+    item = {"kind": K.INFO, "severity": "info", "summary": "hello", "convoy_id": None}
+    with transaction.atomic():
+        first = notifications_send_many([{"rig": frontend, **item}])
+    before = Event.objects.filter(kind__startswith="notification.").count()
+    with transaction.atomic():
+        again = notifications_send_many(
+            [{"rig": frontend, **item}, {"rig": docs, **item}, {"rig": docs, **item}]
+        )
+    assert again[0].pk == first[0].pk
+    assert Notification.objects.get(pk=first[0].pk).occurrences == 2
+    docs_notes = Notification.objects.filter(rig=docs, kind=K.INFO)
+    assert docs_notes.count() == 1 and docs_notes.get().occurrences == 2
+    assert Event.objects.filter(kind__startswith="notification.").count() == before + 3

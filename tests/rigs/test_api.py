@@ -25,6 +25,7 @@ def operator(django_user_model):
 @pytest.fixture
 def viewer(django_user_model):
     user = django_user_model.objects.create_user("viewer", password="pw-123456789")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
     client = APIClient()
     client.force_login(user)
     return client

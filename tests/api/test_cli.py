@@ -1,0 +1,163 @@
+"""`bin/gt` end to end: a real daphne server (the `asgi_server` fixture) over real HTTP, a real
+Celery worker for the git work (sync, the merge queue), real git repositories, and `gt` run as
+a subprocess with the standard library only (`python3 -I -S`: no site-packages at all)."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from convoys import services as convoy_services
+from convoys.models import Bead
+from rigs import operations, services
+from rigs.models import ApiToken, MergeRequest, Rig
+from tests.conftest import BASE_DIR
+from tests.conftest import git as run_git
+from tests.rigs.helpers import commit_file, register, wait_for, wait_rig_state
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+GT = BASE_DIR / "bin" / "gt"
+
+
+def gt(url: str, token: str, *args: str, rig: str = "") -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GT_URL": url, "GT_TOKEN": token}
+    if rig:
+        env["GT_RIG"] = rig
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(GT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, (result.args, result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def as_json(result: subprocess.CompletedProcess):
+    return json.loads(ok(result))
+
+
+def test_agent_session_end_to_end(asgi_server, celery_worker, git_repo):
+    repository = register(git_repo)
+    agent, token = services.agent_create(name="cli-agent")
+    with transaction.atomic():
+        rig = services.rig_request(repository=repository, slug="api", agent=agent)
+    operations.rig_provision_run(rig.id)  # (the worker may be doing it already)
+    wait_rig_state(rig, Rig.State.READY, Rig.State.FAILED)
+    assert rig.state == Rig.State.READY, rig.failure_reason
+    first = convoy_services.bead_create(title="Write the endpoint", rig=rig, priority=0)
+    second = convoy_services.bead_create(title="Document it", rig=rig, priority=1)
+    convoy_services.bead_dependency_add(bead=second, depends_on=first)
+    url = asgi_server
+
+    out = ok(gt(url, token, "whoami"))
+    assert "agent cli-agent" in out and "rig" in out and "api" in out
+    me = as_json(gt(url, token, "whoami", "--json"))
+    assert me["kind"] == "agent" and me["rigs"][0]["id"] == rig.id
+    assert "# Gas Town briefing for agent cli-agent" in ok(gt(url, token, "prime"))
+    ready = as_json(gt(url, token, "--json", "ready"))
+    assert [b["short_id"] for b in ready["results"]] == [first.short_id]
+    shown = ok(gt(url, token, "show", second.short_id))
+    assert "not ready" in shown and first.short_id in shown
+
+    claimed = as_json(gt(url, token, "claim", first.short_id, "--json"))
+    assert claimed["status"] == "in_progress" and claimed["assignee"] == "cli-agent"
+    found = as_json(
+        gt(url, token, "create", "Handle the empty case", "--discovered-from",
+           first.short_id, "-p", "1", "--blocks", second.short_id, "--json")
+    )  # fmt: skip
+    assert found["priority"] == 1 and found["rig"] == rig.id
+    dep = gt(url, token, "dep", "add", found["short_id"], second.short_id)
+    assert dep.returncode == 5 and "cycle" in dep.stderr  # conflict
+    assert "unblocked" not in ok(gt(url, token, "close", found["short_id"]))  # first is open
+    closed = ok(gt(url, token, "close", first.short_id, "-r", "shipped"))
+    assert f"closed {first.short_id}" in closed and second.short_id in closed  # unblocked
+
+    inbox = as_json(gt(url, token, "inbox", "--json"))
+    assert inbox["count"] >= 1  # the unblocked notification
+    assert "unblocked" in ok(gt(url, token, "inbox"))
+    assert "acknowledged" in ok(gt(url, token, "ack", "--all"))
+    assert as_json(gt(url, token, "inbox", "--json"))["count"] == 0
+    assert "is working" in ok(gt(url, token, "heartbeat"))
+
+    rig.refresh_from_db()
+    commit_file(Path(rig.worktree_path), "api/endpoint.py", "def endpoint():\n    return 1\n")
+    assert "sync requested" in ok(gt(url, token, "sync"))
+    wait_for(lambda: Rig.objects.get(pk=rig.pk).ahead == 1, 60, message="sync by the worker")
+    merged = as_json(gt(url, token, "done", "--wait", "--timeout", "120", "--json"))
+    assert merged["state"] == "merged", merged
+    assert run_git(git_repo, "log", "-1", "--format=%H", "main") == merged["merge_commit"]
+    status = as_json(gt(url, token, "status", "--json"))
+    assert status["rig"]["id"] == rig.id and status["merge_requests"][0]["state"] == "merged"
+    assert "merge request" in ok(gt(url, token, "status"))
+    assert MergeRequest.objects.get(pk=merged["id"]).requested_by == "agent:cli-agent"
+
+
+def test_exit_codes_and_people(asgi_server, git_repo, django_user_model):
+    url = asgi_server
+    repository = register(git_repo)
+    owner, owner_token = services.agent_create(name="owner")
+    _, other_token = services.agent_create(name="other")
+    rig = Rig.objects.create(
+        repository=repository, slug="r1", agent=owner, branch="rig/r1", state=Rig.State.READY
+    )
+    Rig.objects.create(
+        repository=repository, slug="r2", agent=owner, branch="rig/r2", state=Rig.State.READY
+    )
+    bead = convoy_services.bead_create(title="t", rig=rig)
+
+    several = gt(url, owner_token, "ready")
+    assert several.returncode == 2 and "GT_RIG" in several.stderr
+    assert ok(gt(url, owner_token, "ready", rig="r1")).startswith(bead.short_id)
+    assert gt(url, owner_token, "ready", rig="nope").returncode == 4
+    assert gt(url, owner_token, "show", "gt-zzzzzz").returncode == 4
+    assert gt(url, other_token, "claim", bead.short_id).returncode == 3  # another agent's rig
+    assert gt(url, "gt_wrong", "whoami").returncode == 3
+    assert gt(url, "", "whoami").returncode == 3
+    assert gt("http://127.0.0.1:9", owner_token, "whoami").returncode == 6
+    assert gt(url, owner_token, "bogus").returncode == 2
+    assert gt(url, owner_token, "create").returncode == 2
+    assert gt(url, owner_token, "create", "x", "-p", "9", rig="r1").returncode == 2
+    assert gt(url, owner_token, "ack", "x").returncode == 2
+    error = gt(url, owner_token, "--json", "show", "gt-zzzzzz")
+    body = json.loads(error.stderr)
+    assert body["exit_code"] == 4 and body["error"]["code"] == "not_found"
+
+    # a person with a personal token: convoys (operators create and launch)
+    person = django_user_model.objects.create_user("ada", password="pw-123456789")
+    person.groups.add(Group.objects.get_or_create(name="operator")[0])
+    api_token = ApiToken(user=person)
+    personal = api_token.issue()
+    api_token.save()
+    assert "person ada (roles: operator)" in ok(gt(url, personal, "whoami"))
+    created = as_json(
+        gt(url, personal, "convoy", "create", "Build auth", "--repository", str(repository.id),
+           "--leg", "db", "Schema", str(rig.id), "--leg", "api", "Endpoints", "other",
+           "--dep", "api:db", "--json")
+    )  # fmt: skip
+    assert [leg["depends_on"] for leg in created["legs"]] == [[], ["db"]]
+    refused = gt(url, owner_token, "convoy", "launch", str(created["id"]))
+    assert refused.returncode == 3
+    launched = ok(gt(url, personal, "convoy", "launch", str(created["id"])))
+    assert "[launched]" in launched and "wave 2 api" in launched
+    assert "Build auth" in ok(gt(url, owner_token, "convoy", "list"))
+    assert "wave 1 db" in ok(gt(url, owner_token, "convoy", "show", str(created["id"])))
+    assert gt(url, personal, "ready").returncode == 3  # people have no rig
+    assert Bead.objects.count() == 1
+
+
+def test_gt_is_served_by_the_server(asgi_server):
+    with urllib.request.urlopen(f"{asgi_server}/api/v1/cli/gt", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/x-python")
+        assert response.read() == GT.read_bytes()
