@@ -312,6 +312,9 @@ def bench_environment(
             from django.db import connections
 
             connections.close_all()
+            for conn in connections.all():
+                if hasattr(conn, "close_pool"):  # PostgreSQL's pool keeps connections open
+                    conn.close_pool()
         except Exception:  # best effort on the way out
             pass
         if redis_process is not None:

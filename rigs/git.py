@@ -861,3 +861,10 @@ def rebase_worktree(worktree: StrPath, onto: str) -> bool:
     if "CONFLICT" in out or "CONFLICT" in err or "could not apply" in err:
         return False
     raise _failure(["rebase", target], status, err, out)
+
+
+def tree_of(repo: StrPath, commit: str) -> str:
+    """The tree object id of a commit."""
+    return run(
+        repo, "rev-parse", "--verify", "--end-of-options", f"{_commit(repo, commit)}^{{tree}}"
+    )

@@ -158,8 +158,17 @@ def candidate_apply(
     merged = git.merge_tree(repo, tip, source)
     if not merged.clean:
         return None, merged.conflicts
-    parents = [tip, source] if strategy == Repository.MergeStrategy.MERGE else [tip]
-    return git.commit_tree(repo, merged.tree, parents, _merge_message(repository, mr)), []
+    return candidate_commit(repository, tip, mr, source, merged.tree), []
+
+
+def candidate_commit(
+    repository: Repository, tip: str, mr: MergeRequest, source: str, tree: str
+) -> str:
+    """The merge commit (one parent for `squash`) holding `tree`."""
+    parents = (
+        [tip, source] if repository.merge_strategy == Repository.MergeStrategy.MERGE else [tip]
+    )
+    return git.commit_tree(repository.path, tree, parents, _merge_message(repository, mr))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -177,6 +186,7 @@ class QueueRun:
         # (tip, source) -> (new tip, conflicts). Bisecting rebuilds the same merges on the same
         # tips; reusing them saves the git work and keeps candidate commits identical.
         self.applied: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+        self.trees: dict[str, str] = {}  # commit -> tree, for commits seen in this run
 
     def renew(self) -> None:
         if not lease_acquire(self.repository, self.target_branch, self.holder, self.ttl):
@@ -214,7 +224,9 @@ class QueueRun:
             except StaleState:
                 continue
 
+    @transaction.atomic
     def claim(self, limit: int) -> list[MergeRequest]:
+        """Claim the next batch in one transaction (its events go out as one broadcast)."""
         batch_id = uuid.uuid4()
         claimed = []
         expires = timezone.now() + timedelta(seconds=self.ttl)
@@ -253,12 +265,9 @@ class QueueRun:
             if source != mr.source_commit:
                 MergeRequest.objects.filter(pk=mr.pk).update(source_commit=source)
                 mr.source_commit = source
-            if git.is_ancestor(repo, source, candidate.tip):
-                candidate.steps.append(Step(mr, source, candidate.tip, candidate.tip))
-                continue
             key = (candidate.tip, source)
             if key not in self.applied:
-                self.applied[key] = candidate_apply(self.repository, candidate.tip, mr, source)
+                self.applied[key] = self.apply(candidate.tip, mr, source)
             new_tip, conflicts = self.applied[key]
             if new_tip is None:
                 services.merge_request_finish(
@@ -270,9 +279,29 @@ class QueueRun:
                     + ", ".join(conflicts[:10]),
                 )
                 continue
+            # new_tip == tip: its work is already on the target (e.g. published by a worker
+            # that died before recording it); it lands as it is, nothing is merged twice.
             candidate.steps.append(Step(mr, source, candidate.tip, new_tip))
             candidate.tip = new_tip
         return candidate, [s.merge_request for s in candidate.steps]
+
+    def apply(self, tip: str, mr: MergeRequest, source: str) -> tuple[str | None, list[str]]:
+        """`candidate_apply`, except that a request bringing nothing new leaves `tip` as is."""
+        repo = self.repository.path
+        if self.repository.merge_strategy == Repository.MergeStrategy.REBASE:
+            if git.is_ancestor(repo, source, tip):
+                return tip, []
+            return candidate_apply(self.repository, tip, mr, source)
+        merged = git.merge_tree(repo, tip, source)
+        if not merged.clean:
+            return None, merged.conflicts
+        if tip not in self.trees:
+            self.trees[tip] = git.tree_of(repo, tip)
+        if merged.tree == self.trees[tip]:
+            return tip, []
+        new_tip = candidate_commit(self.repository, tip, mr, source, merged.tree)
+        self.trees[new_tip] = merged.tree
+        return new_tip, []
 
     def gate(self, candidate: Candidate) -> GateResult:
         if self.repository.gate_command:
