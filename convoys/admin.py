@@ -13,8 +13,6 @@ from convoys.models import (
     Webhook,
     WebhookDelivery,
 )
-from convoys.selectors import merge_target_for_rig
-from rigs import services as rig_services
 from rigs.admin import RigAdmin, run_service_action
 from rigs.models import Rig
 
@@ -244,13 +242,7 @@ class RigWithBeadsAdmin(RigAdmin):
             self,
             request,
             queryset.select_related("repository"),
-            lambda rig: rig_services.merge_request_create(
-                repository=rig.repository,
-                source_branch=rig.branch,
-                target_branch=merge_target_for_rig(rig),
-                rig=rig,
-                requested_by=str(request.user),
-            ),
+            lambda rig: services.rig_merge_request(rig=rig, requested_by=str(request.user)),
             "Queued merge of",
         )
 

@@ -36,7 +36,6 @@ from convoys.selectors import (
     convoy_rollup,
     convoy_waves,
     leg_merge_target,
-    merge_target_for_rig,
 )
 from convoys.serializers import (
     AckAllResultSerializer,
@@ -64,7 +63,6 @@ from rigs.auth import calling_agent
 from rigs.models import Agent, Repository, Rig
 from rigs.permissions import ReadOrOperator, RigWrite, is_operator, owns_rig, person_roles
 from rigs.serializers import AgentSerializer, MergeRequestCreateSerializer, MergeRequestSerializer
-from rigs.services import merge_request_create
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 MAX_ID = 2**63 - 1
@@ -445,13 +443,8 @@ class RigMergeRequestView(APIView):
         rig = _get(Rig.objects.select_related("agent", "repository"), "rig", pk)
         self.check_object_permissions(request, rig)
         body = _body(MergeRequestCreateSerializer, request)
-        merge_request = merge_request_create(
-            repository=rig.repository,
-            source_branch=rig.branch,
-            target_branch=merge_target_for_rig(rig),
-            rig=rig,
-            priority=body["priority"],
-            requested_by=str(request.user)[:150],
+        merge_request = services.rig_merge_request(
+            rig=rig, priority=body["priority"], requested_by=str(request.user)
         )
         return Response(MergeRequestSerializer(merge_request).data, status=status.HTTP_201_CREATED)
 

@@ -21,7 +21,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from convoys import board, services
 from convoys.models import Convoy, Notification
-from convoys.selectors import merge_target_for_rig
 from rigs import services as rig_services
 from rigs.models import Agent, Repository, Rig
 from rigs.permissions import is_operator
@@ -385,15 +384,8 @@ def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
     rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
 
     def action() -> str:
-        target = merge_target_for_rig(rig)
-        mr = rig_services.merge_request_create(
-            repository=rig.repository,
-            source_branch=rig.branch,
-            target_branch=target,
-            rig=rig,
-            requested_by=request.user.get_username(),
-        )
-        return f"Merge request #{mr.id} queued: {rig.branch} → {target}."
+        mr = services.rig_merge_request(rig=rig, requested_by=request.user.get_username())
+        return f"Merge request #{mr.id} queued: {rig.branch} → {mr.target_branch}."
 
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 

@@ -36,6 +36,7 @@ from convoys.services.convoys import (
     leg_follow_rig,
     leg_land,
     leg_transition,
+    rig_merge_request,
 )
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "leg_transition",
     "notification_ack",
     "notification_send",
+    "rig_merge_request",
 ]

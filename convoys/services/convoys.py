@@ -22,6 +22,7 @@ from convoys.selectors import (
     convoy_derived_state,
     convoy_rollup,
     leg_merge_target,
+    merge_target_for_rig,
 )
 from convoys.services.legs_input import (
     busy_legs,
@@ -29,6 +30,7 @@ from convoys.services.legs_input import (
     legs_write,
     unique_slug,
 )
+from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
 from rigs.statemachine import IllegalTransition, transition
 from rigs.validators import validate_branch_name, validate_slug
@@ -434,3 +436,17 @@ def leg_follow_rig(*, leg: Leg, rig_state: str) -> Leg:
     if leg.convoy.state in Convoy.ACTIVE_STATES:
         convoy_refresh_state(convoy=leg.convoy)
     return leg
+
+
+@transaction.atomic
+def rig_merge_request(*, rig: Rig, requested_by: str = "", priority: int = 2) -> MergeRequest:
+    """Queue a rig's branch to land where its work belongs: its convoy's integration branch, or
+    the repository's target. The one place API, CLI, admin and board ask to merge a rig."""
+    return rig_services.merge_request_create(
+        repository=rig.repository,
+        source_branch=rig.branch,
+        target_branch=merge_target_for_rig(rig),
+        rig=rig,
+        priority=priority,
+        requested_by=requested_by[:150],
+    )
