@@ -184,6 +184,8 @@ def main() -> int:
             f"{median(serial_ratios):.2f}"
         )
 
+        if args.gated < 2:
+            return 0
         # (b) gated batches
         repository.gate_command = (
             f"sleep {args.gate_seconds}; test ! -e BAD || {{ echo BAD; exit 1; }}"

@@ -68,10 +68,15 @@ def _landing_convoy_id(merge_request: MergeRequest) -> int | None:
 
 @receiver(signals.merge_request_state_changed)
 def on_merge_request_state_changed(sender, merge_request, old_state, new_state, **kwargs) -> None:
-    if merge_request.rig_id:
-        convoy_id = _convoy_of(merge_request.rig_id)
-    else:
-        convoy_id = _landing_convoy_id(merge_request)
+    # A request's convoy does not change while it moves through the queue: look it up once per
+    # request object (the queue moves each request three or four times).
+    convoy_id = merge_request.__dict__.get("_gastown_convoy_id", False)
+    if convoy_id is False:
+        if merge_request.rig_id:
+            convoy_id = _convoy_of(merge_request.rig_id)
+        else:
+            convoy_id = _landing_convoy_id(merge_request)
+        merge_request.__dict__["_gastown_convoy_id"] = convoy_id
     event_append(
         "merge_request.state",
         {"merge_request": merge_request.id, "from": old_state, "to": new_state},

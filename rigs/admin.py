@@ -30,6 +30,13 @@ def run_service_action(modeladmin, request, queryset, action, verb: str) -> None
         modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
 
 
+def show_token_once(modeladmin, request, owner: str, token: str) -> None:
+    """Only the token's hash is stored: this message is the one time it can be seen."""
+    modeladmin.message_user(
+        request, f"Token for {owner} (shown once, store it now): {token}", messages.WARNING
+    )
+
+
 class RepositoryForm(forms.ModelForm):
     class Meta:
         model = Repository
@@ -116,16 +123,10 @@ class AgentAdmin(admin.ModelAdmin):
     actions = ["rotate_token", "revoke_token"]
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
-        if not change:
-            token = obj.issue_token()
-            super().save_model(request, obj, form, change)
-            self.message_user(
-                request,
-                f"Token for {obj.name} (shown once, store it now): {token}",
-                messages.WARNING,
-            )
-            return
+        token = None if change else obj.issue_token()
         super().save_model(request, obj, form, change)
+        if token:
+            show_token_once(self, request, obj.name, token)
 
     @admin.action(description="Issue a new token (shown once)")
     def rotate_token(self, request, queryset) -> None:
@@ -362,16 +363,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     actions = ["revoke"]
 
     def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
-        if not change:
-            token = obj.issue()
-            super().save_model(request, obj, form, change)
-            self.message_user(
-                request,
-                f"Token for {obj.user} (shown once, store it now): {token}",
-                messages.WARNING,
-            )
-            return
+        token = None if change else obj.issue()
         super().save_model(request, obj, form, change)
+        if token:
+            show_token_once(self, request, str(obj.user), token)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset) -> None:

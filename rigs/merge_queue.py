@@ -318,19 +318,16 @@ class QueueRun:
         repo = self.repository.path
         if candidate.tip != candidate.base:
             git.update_ref(repo, self.ref, candidate.tip, candidate.base)
-        changed = (
-            git.changed_paths(repo, candidate.base, candidate.tip)
-            if candidate.tip != candidate.base
-            else []
-        )
+        # The candidate's changed paths are the union of its steps' (one diff per step).
+        changed: set[str] = set()
         commits = {}
         for step in candidate.steps:
-            if step.after == step.before:
-                paths = []
-            elif (step.before, step.after) == (candidate.base, candidate.tip):
-                paths = changed  # a batch of one: the same diff
-            else:
-                paths = git.changed_paths(repo, step.before, step.after)
+            paths = (
+                []
+                if step.after == step.before
+                else git.changed_paths(repo, step.before, step.after)
+            )
+            changed.update(paths)
             commits[step.merge_request.id] = {
                 "merge_commit": step.after,
                 "target_commit": step.before,
@@ -347,7 +344,7 @@ class QueueRun:
             target_branch=self.target_branch,
             old_tip=candidate.base,
             new_tip=candidate.tip,
-            changed_paths=changed,
+            changed_paths=sorted(changed),
             commits=commits,
         )
 

@@ -599,3 +599,50 @@ def test_run_refuses_inherited_git_dir(repo: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GIT_DIR", str(repo / ".git"))  # as inside a git hook
     with pytest.raises(g.GitError, match="GIT_DIR"):
         g.run(repo, "status")
+
+
+TRICKY_NAMES = [
+    "a/.b",
+    ".a",
+    "a.lock",
+    "a.lock/b",
+    "a//b",
+    "/a",
+    "a/",
+    "a.",
+    "HEAD",
+    "-x",
+    "a..b",
+    "a@{b",
+    "@",
+    "",
+    "a b",
+    "a\tb",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[b",
+    "a\\b",
+    "a\x7f",
+    "ok/name",
+    "feature/x-1",
+    "v1.2",
+    "a/b.c",
+    "a,b",
+    "a+b",
+    "a=b",
+    "@a",
+    "a@b",
+    "rig/api",
+    "x" * 201,
+]
+
+
+@pytest.mark.parametrize("name", TRICKY_NAMES)
+def test_python_rules_are_at_least_as_strict_as_git(name):
+    """validate_ref_name runs no git process; it must refuse everything git refuses."""
+    if not g.git_accepts_ref(name, "--branch"):
+        with pytest.raises(g.InvalidRefName):
+            g.validate_ref_name(name)
