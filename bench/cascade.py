@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import pstats
-import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from bench.common import (
     git,
     median,
     percentile,
+    stop_process,
     table,
 )
 
@@ -356,13 +356,7 @@ def asgi_server(env, timeout: float = 60.0):
             time.sleep(0.1)
         yield port
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process(process, timeout=15)
         log.close()
 
 

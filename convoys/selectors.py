@@ -271,7 +271,10 @@ def rig_current_leg(rig: Rig | int | None) -> Leg | None:
 def rigs_current_legs(rig_ids: Iterable[int]) -> dict[int, Leg]:
     """`rig_current_leg` for many rigs in one query (cascades over a hundred rigs)."""
     legs: dict[int, Leg] = {}
-    for leg in _current_legs_query().filter(rig_id__in=list(rig_ids)):
+    # depends_on is prefetched: cascades read each leg's dependencies' scopes.
+    for leg in (
+        _current_legs_query().filter(rig_id__in=list(rig_ids)).prefetch_related("depends_on")
+    ):
         legs.setdefault(leg.rig_id, leg)  # the first is the current one (see the ordering)
     return legs
 

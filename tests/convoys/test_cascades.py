@@ -275,3 +275,23 @@ def test_bulk_send_matches_one_by_one(town):
     docs_notes = Notification.objects.filter(rig=docs, kind=K.INFO)
     assert docs_notes.count() == 1 and docs_notes.get().occurrences == 2
     assert Event.objects.filter(kind__startswith="notification.").count() == before + 3
+
+
+def test_current_legs_of_many_rigs_in_bounded_queries(django_assert_num_queries):
+    """The cascade reads every rig's leg and its dependencies' scopes: no query per rig."""
+    from convoys.cascades import rig_watch_patterns
+    from convoys.selectors import rigs_current_legs
+    from tests import factories
+
+    convoy = factories.convoy()
+    api = factories.leg(convoy=convoy, key="api", scope=["auth/**"])
+    rigs = []
+    for i in range(5):
+        r = factories.rig(repository=convoy.repository)
+        leg = factories.leg(convoy=convoy, key=f"ui{i}", rig=r)
+        leg.depends_on.add(api)
+        rigs.append(r)
+    with django_assert_num_queries(2):
+        legs = rigs_current_legs(r.id for r in rigs)
+        patterns = [rig_watch_patterns(r, legs.get(r.id)) for r in rigs]
+    assert patterns == [["auth/**"]] * 5
