@@ -12,6 +12,7 @@ Domain exceptions map to statuses here, so views stay thin:
 | ClaimConflict (bead held or not ready) | 409 | `claimed` / `not_ready` |
 | MergeInProgress | 409 | `merge_in_progress` |
 | TeardownRefused | 409 | `lost_work` |
+| RunConflict (agent runs) | 409 | `run_active` / `budget_reached` / `rig_not_runnable` |
 | IntegrityError (a racing insert) | 409 | `conflict` |
 | ObjectDoesNotExist | 404 | `not_found` |
 | OverflowError, DataError (numbers out of range) | 400 | `out_of_range` |
@@ -71,6 +72,7 @@ def _domain_error(exc: Exception) -> Response | None:
     """Exceptions of the domain (and of the database) that are not DRF's own."""
     from convoys.services import ClaimConflict
     from rigs.services import MergeInProgress, TeardownRefused
+    from runner.services import RunConflict
 
     conflict = status.HTTP_409_CONFLICT
     if isinstance(exc, IllegalTransition):
@@ -83,6 +85,8 @@ def _domain_error(exc: Exception) -> Response | None:
         return error_response("not_ready", str(exc), conflict, "status")
     if isinstance(exc, MergeInProgress):
         return error_response("merge_in_progress", str(exc), conflict, "rig")
+    if isinstance(exc, RunConflict):
+        return error_response(exc.code, str(exc), conflict, "rig")
     if isinstance(exc, TeardownRefused):
         return error_response("lost_work", str(exc), conflict, "force")
     if isinstance(exc, DjangoValidationError) and "cycle" in _django_codes(exc):

@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "channels",
     "rigs",
     "convoys",
+    "runner",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +186,7 @@ CELERY_BEAT_SCHEDULE = {
     "mark-stalled-rigs": {"task": "rigs.tasks.rigs_mark_stalled", "schedule": 30.0},
     "reconcile": {"task": "rigs.tasks.reconcile", "schedule": 600.0},
     "merge-queues": {"task": "rigs.tasks.merge_queues_kick", "schedule": 30.0},
+    "supervise-agent-runs": {"task": "runner.tasks.agent_runs_supervise", "schedule": 10.0},
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
@@ -213,7 +215,9 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # `Token gt_…` (agents) and `Token gtp_…` (people's personal tokens)
+        # `Token gtr_…` (a running agent's per-run token), then `Token gt_…` (agents) and
+        # `Token gtp_…` (people's personal tokens)
+        "runner.auth.RunTokenAuthentication",
         "rigs.auth.AgentTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -271,6 +275,14 @@ GASTOWN_REPOSITORY_ROOTS = [
 GASTOWN_WORKTREE_ROOT = DATA_DIR / "worktrees"
 GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SECONDS", "300"))
 GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", "120"))
+
+# Agent runs: where agents reach the API, how many run at once on this machine, restarts.
+GASTOWN_URL = os.environ.get("GASTOWN_URL", "http://127.0.0.1:8000").rstrip("/")
+GASTOWN_MAX_AGENTS = int(os.environ.get("GASTOWN_MAX_AGENTS") or os.cpu_count() or 2)
+GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
+GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
+GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
+GASTOWN_RUN_LOG_DIR = DATA_DIR / "runs"
 
 LOGGING = {
     "version": 1,

@@ -30,6 +30,7 @@ from convoys.services.legs_input import (
     legs_write,
     unique_slug,
 )
+from convoys.signals import leg_dispatched
 from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
 from rigs.statemachine import IllegalTransition, transition
@@ -265,6 +266,7 @@ def _leg_dispatch(convoy: Convoy, leg: Leg, landed_deps: list[Leg]) -> None:
     leg_transition(leg=leg, to=Leg.State.READY)
     if leg.rig is None:
         return
+    leg_dispatched.send(sender=Leg, leg=leg, rig=leg.rig)
     target = leg_merge_target(leg)
     sync = (
         f" Sync your rig with {target} first: it holds the work you waited for."

@@ -1,0 +1,6 @@
+"""Domain signals of convoys, sent inside the transaction that made the change."""
+
+from django.dispatch import Signal
+
+# leg, rig: a convoy handed a leg to its rig (wave 1 at launch, later legs when unblocked)
+leg_dispatched = Signal()

@@ -1,0 +1,378 @@
+"""Agent runs: the writes. Each service is one transaction and appends its events.
+
+A run is requested (queued), started by the scheduler when its rig is ready, a slot on this
+machine is free and its convoy's budget allows (`runner.operations.agent_runs_dispatch`), and
+ends succeeded, failed, stopped or cancelled. A failed run is restarted as a new run with
+backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
+"""
+
+import signal
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from convoys.events import event_append
+from convoys.models import Convoy, Leg, Notification
+from convoys.notifications import notification_send
+from convoys.selectors import rig_current_leg
+from rigs.models import Agent, Rig
+from rigs.statemachine import IllegalTransition, transition
+from runner.models import AgentRun
+from runner.usage import Usage
+
+State = AgentRun.State
+# Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
+# `gt prime` (the agent's briefing); data never gets pasted into the command text.
+RUNTIME_PRESETS = {
+    Agent.Runtime.SCRIPTED: "gastown-agent",
+    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format json '
+    "--permission-mode acceptEdits",
+    Agent.Runtime.CODEX: 'codex exec --full-auto "$(gt prime)"',
+    Agent.Runtime.CUSTOM: "",
+}
+MAX_BACKOFF_SECONDS = 300
+# Rig states in which an agent can work (its worktree exists).
+RUNNABLE_RIG_STATES = (
+    Rig.State.READY,
+    Rig.State.WORKING,
+    Rig.State.STALLED,
+    Rig.State.MERGING,
+    Rig.State.MERGED,
+)
+# Rig states that mean "not yet": the run waits in the queue.
+PENDING_RIG_STATES = (Rig.State.REQUESTED, Rig.State.PROVISIONING)
+
+
+class RunConflict(Exception):
+    """The run cannot be launched or changed now (409): `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def agent_runtime_command(agent: Agent) -> str:
+    return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
+
+
+def convoy_budget_left(convoy: Convoy | None) -> Decimal | None:
+    """Dollars left in a convoy's budget (None: no budget)."""
+    if convoy is None or convoy.budget_usd is None:
+        return None
+    return convoy.budget_usd - convoy.spent_usd
+
+
+def convoy_budget_message(convoy: Convoy) -> str:
+    return (
+        f"convoy '{convoy.title}' reached its budget: ${convoy.spent_usd:.2f} spent of "
+        f"${convoy.budget_usd:.2f}; no new agent runs are launched for it"
+    )
+
+
+def _event(run: AgentRun, kind: str, payload: dict) -> None:
+    event_append(
+        kind,
+        {"run": run.id, "rig": run.rig_id, "attempt": run.attempt, **payload},
+        repository_id=run.rig.repository_id,
+        convoy_id=run.convoy_id,
+        rig_id=run.rig_id,
+    )
+
+
+@transaction.atomic
+def agent_run_transition(*, run: AgentRun, to: str, reason: str = "", **fields) -> AgentRun:
+    old = run.state
+    if reason:
+        fields["reason"] = reason[:2000]
+    transition(run, to, **fields)
+    _event(
+        run,
+        "run.state",
+        {
+            "from": old,
+            "to": to,
+            "agent": run.agent.name,
+            "exit_code": run.exit_code,
+            "reason": run.reason,
+        },
+    )
+    return run
+
+
+@transaction.atomic
+def agent_run_request(
+    *,
+    rig: Rig,
+    requested_by: str = "",
+    reason: str = "",
+    leg: Leg | None = None,
+    attempt: int = 1,
+    restart_of: AgentRun | None = None,
+    not_before=None,
+) -> AgentRun:
+    """Queue a run of the rig's agent. Refused (ValidationError) when there is nothing to run,
+    (RunConflict) when the rig already has an active run or its convoy's budget is spent."""
+    agent = rig.agent
+    if agent is None:
+        raise ValidationError({"rig": f"rig {rig.slug} has no agent to run."})
+    if not agent.is_active:
+        raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
+    command = agent_runtime_command(agent)
+    if not command:
+        raise ValidationError(
+            {
+                "agent": f"agent {agent.name} has no runtime command: choose a runtime preset "
+                "(scripted, claude, codex) or set runtime_command."
+            }
+        )
+    if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
+        raise RunConflict("rig_not_runnable", f"rig {rig.slug} is {rig.state}.")
+    leg = leg or rig_current_leg(rig)
+    convoy = leg.convoy if leg is not None else None
+    if convoy is not None:
+        convoy = Convoy.objects.get(pk=convoy.pk)  # fresh spend
+        left = convoy_budget_left(convoy)
+        if left is not None and left <= 0:
+            raise RunConflict("budget_reached", convoy_budget_message(convoy) + ".")
+    active = AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).first()
+    if active is not None:
+        raise RunConflict(
+            "run_active", f"rig {rig.slug} already has run {active.id} ({active.state})."
+        )
+    run = AgentRun(
+        rig=rig,
+        agent=agent,
+        leg=leg,
+        convoy=convoy,
+        command=command,
+        attempt=attempt,
+        restart_of=restart_of,
+        not_before=not_before,
+        requested_by=requested_by[:150],
+        reason=reason[:2000],
+    )
+    try:
+        with transaction.atomic():
+            run.save()
+    except IntegrityError as exc:  # a racing request took the rig's one active slot
+        raise RunConflict("run_active", f"rig {rig.slug} already has an active run.") from exc
+    queued = {"from": "", "to": State.QUEUED, "agent": agent.name, "reason": reason}
+    _event(run, "run.state", queued)
+    delay = (not_before - timezone.now()).total_seconds() if not_before else 0
+    transaction.on_commit(lambda: dispatch_soon(max(0.0, delay)))
+    return run
+
+
+def dispatch_soon(countdown: float = 0.0) -> None:
+    from runner.tasks import agent_runs_dispatch
+
+    agent_runs_dispatch.apply_async(countdown=countdown + (0.05 if countdown else 0))
+
+
+@transaction.atomic
+def agent_run_cancel(*, run: AgentRun, reason: str) -> AgentRun:
+    return agent_run_transition(
+        run=run, to=State.CANCELLED, reason=reason, finished_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def agent_run_mark_starting(
+    *, run: AgentRun, host: str, token_hash: str, log_path: str
+) -> AgentRun:
+    return agent_run_transition(
+        run=run,
+        to=State.STARTING,
+        host=host,
+        token_hash=token_hash,
+        log_path=log_path,
+        started_at=timezone.now(),
+    )
+
+
+@transaction.atomic
+def agent_run_mark_running(*, run: AgentRun, pid: int) -> AgentRun:
+    run = AgentRun.objects.select_for_update().select_related("agent", "rig").get(pk=run.pk)
+    return agent_run_transition(run=run, to=State.RUNNING, pid=pid)
+
+
+def exit_description(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "ended without an exit code"
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
+
+
+@transaction.atomic
+def agent_run_exited(*, run: AgentRun, exit_code: int | None, reason: str = "") -> AgentRun:
+    """The run's process ended (or was found gone). Idempotent: a run that already ended is
+    returned unchanged. A failure is restarted with backoff or escalated."""
+    run = AgentRun.objects.select_for_update().select_related("agent", "rig").get(pk=run.pk)
+    if run.state not in AgentRun.PROCESS_STATES:
+        return run
+    now = timezone.now()
+    described = exit_description(exit_code)
+    if run.stop_requested_at is not None:
+        to, why = State.STOPPED, f"{run.kill_reason or 'stopped'} ({described})"
+    elif exit_code == 0 and not run.kill_reason:
+        to, why = State.SUCCEEDED, reason or described
+    else:
+        to, why = State.FAILED, f"{run.kill_reason or reason or described}"
+        if run.kill_reason and described not in why:
+            why += f" ({described})"
+    agent_run_transition(run=run, to=to, reason=why, exit_code=exit_code, finished_at=now)
+    if to == State.FAILED:
+        _after_failure(run)
+    transaction.on_commit(dispatch_soon)
+    return run
+
+
+def _after_failure(run: AgentRun) -> None:
+    """Restart with exponential backoff, or escalate when the restarts are used up (or the
+    convoy's budget forbids a new launch)."""
+    limit = settings.GASTOWN_RUN_MAX_RESTARTS
+    rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
+    if run.attempt <= limit:
+        backoff = min(
+            MAX_BACKOFF_SECONDS, settings.GASTOWN_RUN_BACKOFF_SECONDS * 2 ** (run.attempt - 1)
+        )
+        try:
+            agent_run_request(
+                rig=rig,
+                requested_by="runner",
+                reason=f"restart {run.attempt} of {limit} after run {run.id}: {run.reason}",
+                leg=run.leg,
+                attempt=run.attempt + 1,
+                restart_of=run,
+                not_before=timezone.now() + timedelta(seconds=backoff),
+            )
+            return
+        except (ValidationError, RunConflict) as exc:
+            message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+            agent_run_escalate(run=run, why=f"it cannot be restarted: {message}")
+            return
+    agent_run_escalate(run=run, why=f"it failed {run.attempt} time(s)")
+
+
+@transaction.atomic
+def agent_run_escalate(*, run: AgentRun, why: str) -> AgentRun:
+    """Tell the people watching: a critical notification on the rig (it reaches the convoy's
+    page, the board and the repository's webhooks) and a `run.escalated` event."""
+    AgentRun.objects.filter(pk=run.pk).update(escalated_at=timezone.now())
+    summary = (
+        f"Agent {run.agent.name} needs a person in rig {run.rig.slug}: {why}; last run {run.id} "
+        f"{run.reason}"
+    )
+    notification_send(
+        rig=run.rig,
+        kind=Notification.Kind.ESCALATION,
+        severity=Notification.Severity.CRITICAL,
+        summary=summary,
+        action="Read the run's log on the rig page, fix the cause, then launch the agent again.",
+        changes={"run": run.id, "attempt": run.attempt, "exit_code": run.exit_code},
+        convoy_id=run.convoy_id,
+    )
+    _event(run, "run.escalated", {"agent": run.agent.name, "reason": why})
+    return run
+
+
+@transaction.atomic
+def agent_run_stop(*, run: AgentRun, requested_by: str = "") -> AgentRun:
+    """Stop a run: a queued one is cancelled; a live one has its process group terminated by a
+    worker (SIGTERM, then SIGKILL after the grace period) and ends `stopped`."""
+    run = AgentRun.objects.select_for_update().select_related("agent", "rig").get(pk=run.pk)
+    who = f" by {requested_by}" if requested_by else ""
+    if run.state == State.QUEUED:
+        return agent_run_cancel(run=run, reason=f"stopped{who} before it started")
+    if run.state not in AgentRun.PROCESS_STATES:
+        raise IllegalTransition(f"run {run.id} already ended ({run.state}).")
+    if run.stop_requested_at is None:
+        AgentRun.objects.filter(pk=run.pk).update(
+            stop_requested_at=timezone.now(), kill_reason=f"stopped{who}"[:200]
+        )
+        run.refresh_from_db()
+        _event(run, "run.stopping", {"agent": run.agent.name, "requested_by": requested_by})
+
+    def kill() -> None:
+        from runner.tasks import agent_run_kill
+
+        agent_run_kill.delay(run.id)
+
+    transaction.on_commit(kill)
+    return run
+
+
+@transaction.atomic
+def agent_run_output_seen(*, run_id: int) -> None:
+    AgentRun.objects.filter(pk=run_id).update(last_output_at=timezone.now())
+
+
+@transaction.atomic
+def agent_run_usage_add(*, run: AgentRun, usage: Usage, source: str = "api") -> AgentRun:
+    """Add tokens and dollars to a run and its convoy's spend. When the convoy's spend reaches
+    its budget, queued runs of the convoy are cancelled and the convoy says so (an event)."""
+    if usage.input_tokens < 0 or usage.output_tokens < 0 or usage.cost_usd < 0:
+        raise ValidationError({"usage": "token counts and cost cannot be negative."})
+    AgentRun.objects.filter(pk=run.pk).update(
+        input_tokens=F("input_tokens") + usage.input_tokens,
+        output_tokens=F("output_tokens") + usage.output_tokens,
+        cost_usd=F("cost_usd") + usage.cost_usd,
+    )
+    run.refresh_from_db(fields=["input_tokens", "output_tokens", "cost_usd"])
+    payload = {
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": str(run.cost_usd),
+        "source": source,
+    }
+    if run.convoy_id is None or not usage.cost_usd:
+        _event(run, "run.usage", payload)
+        return run
+    convoy = Convoy.objects.select_for_update().get(pk=run.convoy_id)
+    before = convoy.spent_usd
+    Convoy.objects.filter(pk=convoy.pk).update(spent_usd=F("spent_usd") + usage.cost_usd)
+    convoy.refresh_from_db(fields=["spent_usd"])
+    _event(run, "run.usage", {**payload, "convoy_spent_usd": str(convoy.spent_usd)})
+    budget = convoy.budget_usd
+    if budget is not None and before < budget <= convoy.spent_usd:
+        convoy_budget_reached(convoy=convoy)
+    return run
+
+
+@transaction.atomic
+def convoy_budget_reached(*, convoy: Convoy) -> None:
+    message = convoy_budget_message(convoy)
+    event_append(
+        "convoy.budget_reached",
+        {
+            "title": convoy.title,
+            "budget_usd": str(convoy.budget_usd),
+            "spent_usd": str(convoy.spent_usd),
+            "message": message,
+        },
+        repository_id=convoy.repository_id,
+        convoy_id=convoy.id,
+    )
+    queued = AgentRun.objects.filter(convoy=convoy, state=State.QUEUED).select_related(
+        "agent", "rig"
+    )
+    for run in queued:
+        agent_run_cancel(run=run, reason=message)
+
+
+def convoy_budget_refusal(run: AgentRun) -> str:
+    """Why a queued run may not start because of its convoy's budget ('' when it may)."""
+    if run.convoy_id is None:
+        return ""
+    convoy = Convoy.objects.get(pk=run.convoy_id)
+    left = convoy_budget_left(convoy)
+    return convoy_budget_message(convoy) if left is not None and left <= 0 else ""

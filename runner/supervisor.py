@@ -1,0 +1,110 @@
+"""`python -m runner.supervisor RUN_ID`: watches one agent process for its whole life.
+
+Started detached by the scheduler (runner.operations.agent_runs_dispatch). It starts the
+agent's command in the rig's worktree, copies its output to the run's log, reads usage figures
+from it, notes when output was last seen, and records the exit code. A SIGTERM to the
+supervisor is passed on to the agent's process group.
+"""
+
+import os
+import select
+import signal
+import sys
+import time
+
+REPORT_EVERY_SECONDS = 5.0
+MAX_LINE = 64 * 1024
+
+
+def main(run_id: int) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gastown_site.settings")
+    import django
+
+    django.setup()
+    from django.db import close_old_connections
+
+    from runner import process, services
+    from runner.models import AgentRun
+    from runner.usage import Usage, usage_parse
+
+    token = os.environ.pop("GASTOWN_RUN_TOKEN", "")
+    run = AgentRun.objects.select_related("rig", "agent").get(pk=run_id)
+    if run.state != AgentRun.State.STARTING:
+        return 0
+    rig = run.rig
+    env = process.agent_environment(
+        run_id=run.id,
+        token=token,
+        rig_id=rig.id,
+        agent_name=run.agent.name,
+        worktree=rig.worktree_path,
+        branch=rig.branch,
+    )
+    log = open(run.log_path, "ab", buffering=0)  # noqa: SIM115  (open for the run's life)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    log.write(
+        f"# gastown: run {run.id} (attempt {run.attempt}) of agent {run.agent.name} in "
+        f"{rig.worktree_path} at {started}\n# $ {run.command}\n".encode()
+    )
+    try:
+        child = process.agent_spawn(run.command, cwd=rig.worktree_path, env=env)
+    except OSError as exc:
+        log.write(f"# gastown: cannot start: {exc}\n".encode())
+        services.agent_run_exited(run=run, exit_code=127, reason=f"cannot start: {exc}")
+        return 1
+
+    def forward(signum, frame) -> None:
+        process.group_signal(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    services.agent_run_mark_running(run=run, pid=child.pid)
+
+    totals = reported = Usage()
+    last_report = 0.0
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        chunk = os.read(fd, MAX_LINE) if ready else b""
+        if ready and not chunk:
+            break  # every writer closed the pipe
+        if chunk:
+            log.write(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_LINE:
+                lines, pending = [*lines, pending], b""
+            for line in lines:
+                parsed = usage_parse(line.decode("utf-8", "replace"))
+                if parsed is not None:
+                    totals = parsed
+        now = time.monotonic()
+        if chunk and now - last_report >= REPORT_EVERY_SECONDS:
+            close_old_connections()
+            services.agent_run_output_seen(run_id=run.id)
+            if totals.minus(reported):
+                services.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
+                reported = totals
+            last_report = now
+        if not ready and child.poll() is not None:
+            break  # the command ended; a leftover background process may still hold the pipe
+    if pending:
+        parsed = usage_parse(pending.decode("utf-8", "replace"))
+        totals = parsed if parsed is not None else totals
+    exit_code = child.wait()
+    # Whatever the command left behind in its group goes with it: nothing is left running.
+    process.group_signal(child.pid, signal.SIGKILL)
+    close_old_connections()
+    if totals.minus(reported):
+        services.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
+    log.write(f"# gastown: {services.exit_description(exit_code)}\n".encode())
+    log.close()
+    run.refresh_from_db()
+    services.agent_run_exited(run=run, exit_code=exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))

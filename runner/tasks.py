@@ -1,0 +1,20 @@
+"""Thin Celery tasks for agent runs (they run where the worktrees are)."""
+
+from celery import shared_task
+
+from runner import operations
+
+
+@shared_task
+def agent_runs_dispatch() -> list[int]:
+    return operations.agent_runs_dispatch()
+
+
+@shared_task
+def agent_run_kill(run_id: int) -> None:
+    operations.agent_run_kill(run_id)
+
+
+@shared_task
+def agent_runs_supervise() -> dict[str, int]:
+    return operations.agent_runs_supervise()

@@ -1,0 +1,102 @@
+"""Agent runs end to end: real worker, real processes, real rigs."""
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from convoys.models import Event, Notification
+from runner import operations, process, services
+from runner.models import AgentRun
+from tests.rigs.helpers import wait_for
+from tests.runner.conftest import wait_run
+
+pytestmark = pytest.mark.worker
+S = AgentRun.State
+
+
+def test_run_succeeds_in_its_worktree_with_its_environment_and_log(ready_rig):
+    rig = ready_rig(
+        'echo "cwd=$(pwd)"; echo "rig=$GT_RIG run=$GT_RUN"; command -v gt; '
+        'case "$GT_TOKEN" in gtr_*) echo token-ok;; esac; '
+        'test -z "$SECRET_KEY" && echo no-server-secrets; '
+        "echo 'GT_USAGE input_tokens=10 output_tokens=5 cost_usd=0.25'"
+    )
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.SUCCEEDED)
+    assert run.exit_code == 0
+    log = open(run.log_path).read()
+    assert f"cwd={rig.worktree_path}" in log
+    assert f"rig={rig.id} run={run.id}" in log
+    assert "bin/gt" in log
+    assert "token-ok" in log and "no-server-secrets" in log
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (10, 5, Decimal("0.25"))
+    kinds = list(Event.objects.filter(rig=rig, kind="run.state").values_list("payload", flat=True))
+    assert [k["to"] for k in kinds] == ["queued", "starting", "running", "succeeded"]
+    wait_for(lambda: not process.run_processes(run.id), 10, message="supervisor gone")
+
+
+def test_crashing_command_is_restarted_then_escalated(ready_rig):
+    rig = ready_rig("echo boom; exit 3")
+    first = services.agent_run_request(rig=rig, requested_by="test")
+
+    def all_failed():
+        runs = list(AgentRun.objects.filter(rig=rig).order_by("id"))
+        return len(runs) == 3 and all(r.state == S.FAILED for r in runs) and runs
+
+    runs = wait_for(all_failed, 60, message="three failed attempts")
+    assert [r.attempt for r in runs] == [1, 2, 3]
+    assert [r.exit_code for r in runs] == [3, 3, 3]
+    assert runs[0].id == first.id and runs[1].restart_of_id == first.id
+    # backoff: each restart waited at least its not_before
+    assert all(r.started_at >= r.not_before for r in runs[1:])
+    assert runs[2].escalated_at is not None and runs[0].escalated_at is None
+    note = Notification.objects.get(rig=rig, kind=Notification.Kind.ESCALATION)
+    assert note.severity == Notification.Severity.CRITICAL
+    assert "exited with code 3" in note.summary
+    assert Event.objects.filter(rig=rig, kind="run.escalated").count() == 1
+
+
+@pytest.mark.runner_env(GASTOWN_MAX_AGENTS="1")
+def test_concurrency_cap_queues_the_rest(ready_rig):
+    rigs = [ready_rig("sleep 0.6", slug=f"cap{n}") for n in range(3)]
+    runs = [services.agent_run_request(rig=rig, requested_by="test") for rig in rigs]
+    peak = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = list(AgentRun.objects.filter(rig__in=rigs).values_list("state", flat=True))
+        peak = max(peak, sum(s in AgentRun.PROCESS_STATES for s in states))
+        if all(s == S.SUCCEEDED for s in states) and len(states) == 3:
+            break
+        time.sleep(0.02)
+    for run in runs:
+        run.refresh_from_db()
+    assert [r.state for r in runs] == [S.SUCCEEDED] * 3
+    assert peak == 1
+    spans = sorted((r.started_at, r.finished_at) for r in runs)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(2)), spans
+
+
+def test_stop_terminates_the_process_group_and_leaves_nothing(ready_rig, client, admin_user):
+    rig = ready_rig("sleep 300 & sleep 301 & trap '' TERM; sleep 302; wait")
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.RUNNING)
+    wait_for(lambda: len(process.run_processes(run.id)) >= 4, 10, message="agent children")
+    client.force_login(admin_user)
+    response = client.post(f"/api/v1/runs/{run.id}/stop/", content_type="application/json")
+    assert response.status_code == 200, response.content
+    wait_run(run, S.STOPPED, timeout=30)
+    assert "stopped by admin" in run.reason
+    wait_for(lambda: not process.run_processes(run.id), 10, message="no process left")
+
+
+def test_silent_run_is_killed_and_restarted(ready_rig, settings):
+    rig = ready_rig("echo hi; sleep 300")
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.RUNNING)
+    settings.GASTOWN_HEARTBEAT_LIMIT_SECONDS = 0
+    operations.agent_runs_supervise()
+    wait_run(run, S.FAILED, timeout=30)
+    assert "silent for" in run.reason
+    assert not process.run_processes(run.id)
+    wait_for(lambda: AgentRun.objects.filter(restart_of=run).exists(), 10, message="restart")
