@@ -5,6 +5,7 @@ live in the services, which name the field they refuse.
 """
 
 import re
+from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -230,6 +231,15 @@ class ConvoyCreateSerializer(serializers.Serializer):
     )
     slug = serializers.CharField(required=False, allow_blank=True, default="", max_length=63)
     use_integration_branch = serializers.BooleanField(required=False, default=False)
+    budget_usd = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        min_value=Decimal(0),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Agent spend limit in dollars: no new agent runs once it is reached.",
+    )
     legs = LegInputSerializer(many=True, max_length=200)
 
 
@@ -261,6 +271,7 @@ class ConvoySerializer(serializers.ModelSerializer):
     integration_branch = serializers.CharField(read_only=True)
     progress = serializers.SerializerMethodField()
     legs = serializers.SerializerMethodField()
+    budget_reached = serializers.SerializerMethodField()
 
     class Meta:
         model = Convoy
@@ -276,6 +287,9 @@ class ConvoySerializer(serializers.ModelSerializer):
             "integration_branch",
             "progress",
             "legs",
+            "budget_usd",
+            "spent_usd",
+            "budget_reached",
             "created_at",
             "launched_at",
             "landed_at",
@@ -290,6 +304,10 @@ class ConvoySerializer(serializers.ModelSerializer):
     @extend_schema_field(LegSerializer(many=True))
     def get_legs(self, convoy: Convoy) -> list[dict]:
         return convoy.rollup["legs"]
+
+    def get_budget_reached(self, convoy: Convoy) -> bool:
+        """Agents' spend reached the budget: no new agent runs are launched for it."""
+        return convoy.budget_usd is not None and convoy.spent_usd >= convoy.budget_usd
 
 
 class BlockedLegSerializer(serializers.Serializer):

@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from convoys import api as convoys_api
 from rigs import api as rigs_api
+from runner import api as runner_api
 
 
 @csrf_exempt  # a token client's POST to a wrong path gets the 404, not a CSRF page
@@ -44,6 +45,13 @@ urlpatterns = [
         convoys_api.RigMergeRequestView.as_view(),
         name="rig-merge-request",
     ),
+    # agent runs
+    path("rigs/<int:pk>/runs/", runner_api.RigRunLaunchView.as_view(), name="rig-run-launch"),
+    path("runs/", runner_api.AgentRunListView.as_view(), name="run-list"),
+    path("runs/<int:pk>/", runner_api.AgentRunDetailView.as_view(), name="run-detail"),
+    path("runs/<int:pk>/stop/", runner_api.AgentRunStopView.as_view(), name="run-stop"),
+    path("runs/<int:pk>/log/", runner_api.AgentRunLogView.as_view(), name="run-log"),
+    path("runs/<int:pk>/usage/", runner_api.AgentRunUsageView.as_view(), name="run-usage"),
     # the merge queue
     path("merge-requests/", rigs_api.MergeRequestListView.as_view(), name="merge-request-list"),
     path(

@@ -73,10 +73,10 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
         process.wait()
 
 
-@pytest.fixture
-def celery_worker(redis_server, transactional_db):
+@contextlib.contextmanager
+def worker_process(*extra_args: str):
     """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
-    real broker and the test database. Tests that use it need committed data."""
+    real broker and the test database. `extra_args` e.g. `--beat` for the periodic tasks."""
     from gastown_site.celery import app
 
     # Tasks queued by earlier tests point at rows that are gone; drop them.
@@ -103,6 +103,7 @@ def celery_worker(redis_server, transactional_db):
                 "--without-gossip",
                 "-l",
                 "INFO",
+                *extra_args,
             ],
             env=subprocess_env(),
             cwd=BASE_DIR,
@@ -118,6 +119,13 @@ def celery_worker(redis_server, transactional_db):
         yield app
     finally:
         stop_process_group(process)
+
+
+@pytest.fixture
+def celery_worker(redis_server, transactional_db):
+    """A real Celery worker process. Tests that use it need committed data."""
+    with worker_process() as app:
+        yield app
 
 
 def free_port() -> int:

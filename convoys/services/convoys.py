@@ -7,6 +7,7 @@ a launched convoy between launched, blocked, landing and landed and dispatches u
 """
 
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -93,6 +94,7 @@ def convoy_create(
     legs: list[dict[str, Any]],
     slug: str | None = None,
     use_integration_branch: bool = False,
+    budget_usd: Decimal | None = None,
     created_by=None,
 ) -> Convoy:
     """A draft convoy with its legs. Everything is checked before anything is written.
@@ -123,6 +125,8 @@ def convoy_create(
         else:
             if Convoy.objects.filter(slug=slug).exists():
                 errors["slug"] = f"a convoy '{slug}' already exists."
+    if budget_usd is not None and budget_usd < 0:
+        errors["budget_usd"] = "a budget cannot be negative."
     if use_integration_branch and slug and target_branch == f"convoy/{slug}":
         errors["target_branch"] = "the target cannot be the convoy's own integration branch."
     if errors:
@@ -138,6 +142,7 @@ def convoy_create(
                 repository=repository,
                 target_branch=target_branch,
                 use_integration_branch=use_integration_branch,
+                budget_usd=budget_usd,
                 created_by=created_by,
             )
     except IntegrityError as exc:

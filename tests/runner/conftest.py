@@ -4,12 +4,14 @@ repositories, and a clean-up that leaves no agent process behind."""
 import contextlib
 import os
 import signal
+import uuid
 
 import pytest
 
 from rigs import services as rig_services
 from runner import process
 from runner.models import AgentRun
+from tests.conftest import worker_process
 from tests.rigs.helpers import register, wait_for, wait_rig_state
 
 DEFAULT_ENV = {
@@ -36,11 +38,17 @@ def runner_env(request, monkeypatch, settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def runner_worker(runner_env, request, transactional_db):
-    """A real Celery worker started after the runner settings are in the environment."""
-    worker = request.getfixturevalue("celery_worker")
-    yield worker
-    runs_kill_all()
+def runner_worker(runner_env, asgi_server, monkeypatch, redis_server, transactional_db, settings):
+    """A real Celery worker with beat (the runner's periodic supervision is part of how runs
+    progress, as deployed), started after the runner settings are in the environment."""
+    monkeypatch.setenv("GASTOWN_URL", asgi_server)  # agents reach this server (GT_URL)
+    settings.GASTOWN_URL = asgi_server
+    schedule = settings.DATA_DIR / f"beat-{uuid.uuid4().hex[:8]}"
+    with worker_process("--beat", "--schedule", str(schedule)) as worker:
+        try:
+            yield worker
+        finally:
+            runs_kill_all()
 
 
 def runs_kill_all() -> None:

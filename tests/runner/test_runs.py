@@ -2,6 +2,7 @@
 
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_run_succeeds_in_its_worktree_with_its_environment_and_log(ready_rig):
     run = services.agent_run_request(rig=rig, requested_by="test")
     wait_run(run, S.SUCCEEDED)
     assert run.exit_code == 0
-    log = open(run.log_path).read()
+    log = Path(run.log_path).read_text()
     assert f"cwd={rig.worktree_path}" in log
     assert f"rig={rig.id} run={run.id}" in log
     assert "bin/gt" in log
@@ -98,5 +99,53 @@ def test_silent_run_is_killed_and_restarted(ready_rig, settings):
     operations.agent_runs_supervise()
     wait_run(run, S.FAILED, timeout=30)
     assert "silent for" in run.reason
-    assert not process.run_processes(run.id)
+    wait_for(lambda: not process.run_processes(run.id), 10, message="no process left")
     wait_for(lambda: AgentRun.objects.filter(restart_of=run).exists(), 10, message="restart")
+
+
+def _convoy_on(rig, budget=None):
+    from convoys import services as convoy_services
+
+    convoy = convoy_services.convoy_create(
+        title="Paid work",
+        repository=rig.repository,
+        legs=[{"key": "only", "title": "the only leg", "rig": rig.id}],
+    )
+    if budget is not None:
+        type(convoy).objects.filter(pk=convoy.pk).update(budget_usd=Decimal(budget))
+    return convoy_services.convoy_launch(convoy=convoy)
+
+
+def test_convoy_handing_a_leg_launches_the_agent(ready_rig):
+    rig = ready_rig("gt whoami; gt inbox")
+    convoy = _convoy_on(rig)
+    run = wait_for(lambda: AgentRun.objects.filter(rig=rig).first(), 10, message="a run")
+    assert run.convoy_id == convoy.id and run.leg.key == "only"
+    assert run.requested_by == f"convoy:{convoy.slug}"
+    wait_run(run, S.SUCCEEDED)
+    log = Path(run.log_path).read_text()
+    # the agent reached the API with its run token, as its agent
+    assert f"agent {rig.agent.name}" in log
+    assert "Leg only of convoy 'Paid work' is yours" in log
+
+
+def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_user):
+    rig = ready_rig("echo 'GT_USAGE input_tokens=1000 output_tokens=10 cost_usd=0.10'; exit 1")
+    convoy = _convoy_on(rig, budget="0.05")
+    run = wait_for(lambda: AgentRun.objects.filter(rig=rig).first(), 10, message="a run")
+    wait_run(run, S.FAILED)
+    convoy.refresh_from_db()
+    assert convoy.spent_usd == Decimal("0.10")
+    reached = Event.objects.get(convoy=convoy, kind="convoy.budget_reached")
+    assert "reached its budget: $0.10 spent of $0.05" in reached.payload["message"]
+    # the failure is not restarted: escalated with the reason instead
+    wait_for(lambda: Notification.objects.filter(rig=rig, kind="escalation").exists(), 10)
+    note = Notification.objects.get(rig=rig, kind="escalation")
+    assert "reached its budget" in note.summary
+    assert AgentRun.objects.filter(rig=rig).count() == 1
+    client.force_login(admin_user)
+    response = client.post(f"/api/v1/rigs/{rig.id}/runs/", {}, content_type="application/json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "budget_reached"
+    body = client.get(f"/api/v1/convoys/{convoy.id}/").json()
+    assert body["spent_usd"] == "0.10" and body["budget_reached"] is True

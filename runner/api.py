@@ -1,0 +1,141 @@
+"""Thin DRF views for agent runs: launch, list, read, stop, follow the log, report usage."""
+
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rigs.api import IdFilter, RigActionView
+from rigs.auth import calling_agent
+from rigs.permissions import is_operator, is_viewer
+from runner import selectors, services
+from runner.models import AgentRun
+from runner.serializers import (
+    AgentRunSerializer,
+    RunLaunchSerializer,
+    RunLogSerializer,
+    RunUsageSerializer,
+)
+from runner.usage import Usage
+
+
+class AgentRunFilter(filters.FilterSet):
+    rig = IdFilter(field_name="rig_id")
+    convoy = IdFilter(field_name="convoy_id")
+    agent = filters.CharFilter(field_name="agent__name", help_text="the agent's name")
+    state = filters.MultipleChoiceFilter(
+        choices=AgentRun.State.choices, help_text="repeat for several: ?state=queued&state=..."
+    )
+
+    class Meta:
+        model = AgentRun
+        fields = ["rig", "convoy", "agent", "state"]
+
+
+class AgentRunListView(generics.ListAPIView):
+    """Agent runs, newest first. Agents see their own; people with a role see all."""
+
+    serializer_class = AgentRunSerializer
+    filterset_class = AgentRunFilter
+
+    def get_queryset(self):
+        runs = AgentRun.objects.select_related("agent", "rig", "leg").order_by("-id")
+        agent = calling_agent(self.request)
+        return runs.filter(agent=agent) if agent is not None else runs
+
+
+class RunObjectMixin:
+    def get_run(self, request: Request, pk: int, write: bool = False) -> AgentRun:
+        run = AgentRun.objects.select_related("agent", "rig", "leg").filter(pk=pk).first()
+        if run is None:
+            raise NotFound(f"run {pk} does not exist.")
+        agent = calling_agent(request)
+        if agent is not None and run.agent_id != agent.id:
+            raise PermissionDenied("Agents may only see and act on their own runs.")
+        if agent is None and write and not is_operator(request.user):
+            raise PermissionDenied("Only operators may do this.")
+        if agent is None and not is_viewer(request.user):
+            raise PermissionDenied("Your account has no role.")
+        return run
+
+
+class AgentRunDetailView(RunObjectMixin, APIView):
+    @extend_schema(responses={200: AgentRunSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(AgentRunSerializer(self.get_run(request, pk)).data)
+
+
+class RigRunLaunchView(RigActionView):
+    """`POST rigs/{id}/runs/`: launch the rig's agent (its runtime command) in the rig's
+    worktree. Queued until the rig is ready and a slot is free; 409 when the rig already has an
+    active run or its convoy's budget is spent."""
+
+    @extend_schema(request=RunLaunchSerializer, responses={202: AgentRunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        rig = self.get_rig(request, pk)
+        if not is_operator(request.user):
+            raise PermissionDenied("Only operators may launch agents.")
+        body = RunLaunchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.agent_run_request(
+            rig=rig,
+            requested_by=str(request.user),
+            reason=body.validated_data["reason"] or f"launched by {request.user}",
+        )
+        return Response(AgentRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AgentRunStopView(RunObjectMixin, APIView):
+    """Stop a run: a queued one is cancelled; a live one's process group gets SIGTERM, then
+    SIGKILL after the grace period. Operators, or the run's own agent."""
+
+    @extend_schema(request=None, responses={200: AgentRunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        run = self.get_run(request, pk, write=True)
+        run = services.agent_run_stop(run=run, requested_by=str(request.user))
+        return Response(AgentRunSerializer(run).data)
+
+
+class AgentRunLogView(RunObjectMixin, APIView):
+    """The run's output. Without `offset`: the last 16 KiB. With `offset`: what follows it
+    (poll with the returned `next_offset` to follow a live run)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("offset", OpenApiTypes.INT, description="byte offset to read from"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="bytes, at most 262144"),
+        ],
+        responses={200: RunLogSerializer},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        run = self.get_run(request, pk)
+        offset = _int_param(request, "offset", None)
+        limit = _int_param(request, "limit", selectors.LOG_CHUNK_MAX)
+        return Response(selectors.run_log_read(run, offset, limit))
+
+
+class AgentRunUsageView(RunObjectMixin, APIView):
+    """`POST runs/{id}/usage/`: add what the agent used since its last report (tokens, dollars)
+    to the run and to its convoy's spend. The run's agent or an operator."""
+
+    @extend_schema(request=RunUsageSerializer, responses={200: AgentRunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        run = self.get_run(request, pk, write=True)
+        body = RunUsageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        usage = Usage(**body.validated_data)
+        run = services.agent_run_usage_add(run=run, usage=usage, source="api")
+        return Response(AgentRunSerializer(run).data)
+
+
+def _int_param(request: Request, name: str, default):
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 15:
+        raise ValidationError({name: f"must be a non-negative integer, not {raw[:30]!r}."})
+    return int(raw)
