@@ -1,15 +1,68 @@
 """`make run`: start the web server and the background worker together.
 
 Embedded default (no REDIS_URL): also starts the embedded Redis under the data dir.
+On an empty database it seeds the demo (a sample repository and the article's convoy, run by
+scripted agents) unless `--no-demo` or `GASTOWN_DEMO=0`.
 Stops everything on Ctrl-C, and everything when any one part dies.
 """
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
+
+DEMO_OFF_VALUES = ("0", "false", "no", "off")
+
+
+def demo_enabled(*, no_demo: bool, environ: Mapping[str, str]) -> bool:
+    """Whether `make run` may seed the demo: not with `--no-demo`, nor with GASTOWN_DEMO set to
+    0, false, no or off."""
+    return not no_demo and environ.get("GASTOWN_DEMO", "1").strip().lower() not in DEMO_OFF_VALUES
+
+
+def public_url(host: str, port: str | int) -> str:
+    """The URL agents on this machine reach the server at (a wildcard bind means loopback)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 (recognizing it, not binding)
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"
+
+
+def demo_seed_on_start() -> None:
+    """Seed the demo on an empty database and say where to watch it. A failure is reported and
+    the server starts anyway."""
+    from runner.demo import demo_seed_if_empty
+
+    try:
+        convoy = demo_seed_if_empty()
+    except Exception:
+        logger.exception("could not seed the demo; starting without it")
+        return
+    if convoy is not None:
+        path = convoy.repository.path
+        print(
+            f"demo: seeded convoy '{convoy.title}' on a sample repository "
+            f"(watch its history: git -C {path} log --oneline --graph; "
+            "GASTOWN_DEMO=0 or --no-demo skips this)",
+            flush=True,
+        )
+
+
+def agent_runs_stop() -> None:
+    """Stop the agent processes this machine started, before their worker goes away."""
+    try:
+        from runner.operations import agent_runs_shutdown
+
+        agent_runs_shutdown()
+    except Exception:
+        logger.exception("could not stop the agent runs; stopping the rest")
 
 
 def main() -> int:
@@ -19,6 +72,11 @@ def main() -> int:
     parser.add_argument(
         "--concurrency",
         default=os.environ.get("GASTOWN_WORKER_CONCURRENCY", str(os.cpu_count() or 2)),
+    )
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="Do not seed the demo on an empty database (also: GASTOWN_DEMO=0).",
     )
     args = parser.parse_args()
 
@@ -40,6 +98,11 @@ def main() -> int:
             settings.EMBEDDED_REDIS_SOCKET, settings.DATA_DIR / "redis"
         )
         print(f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
+
+    # The runner hands this to the agents it starts (as GT_URL); an explicit setting wins.
+    os.environ.setdefault("GASTOWN_URL", public_url(args.host, args.port))
+    if demo_enabled(no_demo=args.no_demo, environ=os.environ):
+        demo_seed_on_start()
 
     python = sys.executable
     children.append(
@@ -101,6 +164,7 @@ def main() -> int:
                     stopping = True
             time.sleep(0.3)
     finally:
+        agent_runs_stop()
         for _, child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

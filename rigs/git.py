@@ -767,6 +767,31 @@ def commit_tree(
     return run(repo, *args, env=env, stdin=message if message.endswith("\n") else message + "\n")
 
 
+def commit_files(
+    repo: StrPath, files: dict[str, str], message: str, *, parent: str | None = None
+) -> str:
+    """A commit of ``parent``'s tree (or of nothing) with ``files`` (path → text) written into
+    it. Only objects are written (a scratch index, no worktree, no ref moves), so it works in a
+    bare repository; move a branch to it with :func:`update_ref`."""
+    for path in files:
+        parts = path.split("/")
+        if path.startswith('"') or set(path) & set("\0\n\r\t\\") or "" in parts:
+            raise GitError(f"invalid file path {path!r}")
+        if any(part in (".", "..", ".git") for part in parts):
+            raise GitError(f"invalid file path {path!r}")
+    with tempfile.TemporaryDirectory(prefix="gastown-index-") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if parent is not None:
+            run(repo, "read-tree", _commit(repo, parent), env=env)
+        entries = "".join(
+            f"100644 {run(repo, 'hash-object', '-w', '--stdin', stdin=text)}\t{path}\n"
+            for path, text in files.items()
+        )
+        run(repo, "update-index", "--add", "--index-info", stdin=entries, env=env)
+        tree = run(repo, "write-tree", env=env)
+    return commit_tree(repo, tree, [parent] if parent is not None else [], message)
+
+
 def snapshot_worktree(worktree: StrPath, message: str = "Gas Town snapshot") -> str | None:
     """Commit all of a worktree's work (untracked, not ignored files too) on HEAD without
     touching its files, index or refs; None if nothing differs from HEAD.
