@@ -91,7 +91,13 @@ class Agent(models.Model):
 
     name = models.CharField(max_length=63, unique=True, validators=[validate_slug])
     runtime = models.CharField(max_length=20, choices=Runtime.choices, default=Runtime.CUSTOM)
-    runtime_command = models.TextField(blank=True)
+    runtime_command = models.TextField(
+        blank=True,
+        help_text="What Gas Town runs (by /bin/sh -c) in the agent's rig worktree, with GT_URL, "
+        "GT_TOKEN, GT_RIG set and gt on PATH. Empty: the runtime's preset (scripted: "
+        'gastown-agent; claude: claude -p "$(gt prime)" ...; codex: codex exec ...). A custom '
+        "agent without a command is never launched: it calls in by itself.",
+    )
     token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     token_prefix = models.CharField(max_length=8, blank=True, editable=False)
     token_expires_at = models.DateTimeField(null=True, blank=True)

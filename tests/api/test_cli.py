@@ -161,3 +161,29 @@ def test_gt_is_served_by_the_server(asgi_server):
     with urllib.request.urlopen(f"{asgi_server}/api/v1/cli/gt", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/x-python")
         assert response.read() == GT.read_bytes()
+
+
+def test_list_shows_every_status(asgi_server, git_repo):
+    url = asgi_server
+    repository = register(git_repo)
+    agent, token = services.agent_create(name="lister")
+    rig = Rig.objects.create(
+        repository=repository, slug="l1", agent=agent, branch="rig/l1", state=Rig.State.READY
+    )
+    first = convoy_services.bead_create(title="First", rig=rig, priority=0)
+    second = convoy_services.bead_create(title="Second", rig=rig, priority=1)
+    convoy_services.bead_dependency_add(bead=second, depends_on=first)  # not ready
+    convoy_services.bead_close(bead=first, reason="done")
+
+    listed = as_json(gt(url, token, "list", "--json"))
+    assert listed["count"] == 2
+    assert [(b["short_id"], b["status"]) for b in listed["results"]] == [
+        (first.short_id, "closed"),
+        (second.short_id, "open"),
+    ]
+    closed = as_json(gt(url, token, "list", "--status", "closed", "--json"))
+    assert [b["short_id"] for b in closed["results"]] == [first.short_id]
+    text = ok(gt(url, token, "list", "--limit", "1"))
+    assert text.startswith(first.short_id) and "1 more (use --limit)" in text
+    assert "no deferred beads" in ok(gt(url, token, "list", "--status", "deferred"))
+    assert gt(url, token, "list", "--status", "bogus").returncode == 2

@@ -11,6 +11,7 @@ import pytest
 from rigs import services as rig_services
 from runner import process
 from runner.models import AgentRun
+from tests.api.conftest import make_agent, make_person, operator, viewer  # noqa: F401
 from tests.conftest import worker_process
 from tests.rigs.helpers import register, wait_for, wait_rig_state
 

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from rigs.models import Agent
 from rigs.services import agent_create
 
 
@@ -9,11 +10,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name")
-        parser.add_argument("--runtime-command", default="")
+        parser.add_argument(
+            "--runtime",
+            choices=Agent.Runtime.values,
+            default=Agent.Runtime.CUSTOM,
+            help="a preset command (scripted, claude, codex) or custom",
+        )
+        parser.add_argument(
+            "--runtime-command",
+            default="",
+            help="what Gas Town runs in the agent's rig (overrides the runtime's preset)",
+        )
 
-    def handle(self, *args, name: str, runtime_command: str, **options) -> None:
+    def handle(self, *args, name: str, runtime: str, runtime_command: str, **options) -> None:
         try:
-            _, token = agent_create(name=name, runtime_command=runtime_command)
+            _, token = agent_create(name=name, runtime=runtime, runtime_command=runtime_command)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         self.stdout.write(token)
