@@ -149,3 +149,41 @@ def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_use
     assert response.json()["error"]["code"] == "budget_reached"
     body = client.get(f"/api/v1/convoys/{convoy.id}/").json()
     assert body["spent_usd"] == "0.10" and body["budget_reached"] is True
+
+
+def test_agent_reports_usage_with_gt_and_people_follow_the_log(ready_rig, asgi_server, admin_user):
+    import subprocess
+    import sys
+
+    from rigs.models import ApiToken
+    from tests.conftest import BASE_DIR, subprocess_env
+
+    rig = ready_rig(
+        "gt usage --input-tokens 3 --output-tokens 4 --cost 0.05 && "
+        "gt run list --json > /dev/null && echo listed-my-runs"
+    )
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.SUCCEEDED)
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (3, 4, Decimal("0.05"))
+    token = ApiToken(user=admin_user, name="cli")
+    raw = token.issue()
+    token.save()
+    env = {**subprocess_env(), "GT_URL": asgi_server, "GT_TOKEN": raw}
+
+    def gt(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(BASE_DIR / "bin" / "gt"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    log = gt("run", "log", str(run.id), "--follow")
+    assert log.returncode == 0, log.stderr
+    assert "listed-my-runs" in log.stdout and "exited with code 0" in log.stdout
+    listed = gt("run", "list", "--rig", str(rig.id))
+    assert f"{run.id}" in listed.stdout and "[succeeded exit 0]" in listed.stdout
+    stopped = gt("run", "stop", str(run.id))
+    assert stopped.returncode == 5 and "already ended" in stopped.stderr
+    assert gt("run", "stop", "x; rm -rf /").returncode == 2
