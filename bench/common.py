@@ -305,7 +305,8 @@ def bench_environment(
             queue=queue,
             database=database,
             broker=broker,
-            worker_env={**os.environ},
+            # processes the worker starts (agent supervisors) publish to the same queue
+            worker_env={**os.environ, "GASTOWN_QUEUE": queue},
         )
     finally:
         try:
