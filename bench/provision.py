@@ -10,7 +10,7 @@ registers it, starts a real Celery worker process and, in each round (the order 
                N are ``ready`` in the database (Celery dispatch, git, DB and event writes);
 - task sparse: the same with ``sparse=True, scope=[<2% of the directories>/**]``;
 - raw sparse:  what the product runs for a sparse rig, by hand (``worktree add --no-checkout``,
-               ``sparse-checkout set --no-cone``, ``read-tree -mu HEAD``).
+               ``sparse-checkout set --cone --sparse-index``, ``checkout``).
 
 Between measurements (untimed) the worktrees are unregistered and moved aside and the
 branches deleted. Prints the overhead ratio (task full / raw full, goal <= 1.25) and the
@@ -86,9 +86,11 @@ def raw_provision(repo: Path, root: Path, tag: str, n: int, sparse: list[str] | 
                     git(repo, "worktree", "add", "-b", branch, str(path), "main")
                 else:
                     git(repo, "worktree", "add", "--no-checkout", "-b", branch, str(path), "main")
-                    patterns = "".join(p + "\n" for p in sparse).encode()
-                    git(path, "sparse-checkout", "set", "--no-cone", "--stdin", stdin=patterns)
-                    git(path, "read-tree", "-mu", "HEAD")
+                    # whole directories: cone mode with a sparse index (rigs.git does the same)
+                    dirs = "".join(p.removesuffix("/**") + "\n" for p in sparse).encode()
+                    git(path, "sparse-checkout", "set", "--cone", "--sparse-index", "--stdin",
+                        stdin=dirs)  # fmt: skip
+                    git(path, "checkout", "--quiet")
             per_rig.append(one.seconds)
     return Run(f"raw {'sparse' if sparse else 'full'}", 0, total.seconds, per_rig)
 

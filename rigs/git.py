@@ -463,9 +463,40 @@ def worktree_add(
         no_checkout = ["--no-checkout"] if sparse_paths is not None else []
         run(repo, "worktree", "add", *no_checkout, "--", str(target), branch, timeout=timeout)
         if sparse_paths is not None:
-            patterns = "".join(p + "\n" for p in sparse_paths)
-            run(target, "sparse-checkout", "set", "--no-cone", "--stdin", stdin=patterns)
-            run(target, "read-tree", "-mu", "HEAD", timeout=timeout)
+            _sparse_checkout(target, sparse_paths, timeout)
+
+
+_CONE_DIR = re.compile(r"^/?([A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*)/(?:\*\*)?$")
+
+
+def sparse_cone_dirs(patterns: list[str]) -> list[str] | None:
+    """The directories of patterns that are all whole directories (`src/api/**`, `docs/`),
+    else None. Those can use git's cone mode."""
+    dirs = []
+    for pattern in patterns:
+        match = _CONE_DIR.match(pattern)
+        if match is None or any(part in (".", "..") for part in match[1].split("/")):
+            return None
+        dirs.append(match[1])
+    return dirs
+
+
+def _sparse_checkout(target: Path, patterns: list[str], timeout: float) -> None:
+    """Check out only ``patterns`` in a worktree added with --no-checkout.
+
+    Whole directories use cone mode with a sparse index: the index then holds one entry per
+    directory outside the cone instead of one per file, which is what makes a sparse rig of a
+    large repository fast (git also checks out the files at the repository root in this
+    mode). Other globs use the slower non-cone mode, which matches any pattern."""
+    dirs = sparse_cone_dirs(patterns)
+    if dirs is not None:
+        listed = "".join(d + "\n" for d in dirs)
+        run(target, "sparse-checkout", "set", "--cone", "--sparse-index", "--stdin", stdin=listed)
+        run(target, "checkout", "--quiet", timeout=timeout)
+        return
+    listed = "".join(p + "\n" for p in patterns)
+    run(target, "sparse-checkout", "set", "--no-cone", "--stdin", stdin=listed)
+    run(target, "read-tree", "-mu", "HEAD", timeout=timeout)
 
 
 def worktree_remove(repo: StrPath, path: StrPath, force: bool = False) -> None:

@@ -299,17 +299,53 @@ def test_worktree_add_repairs_unfinished_checkout(repo: Path, tmp_path: Path) ->
     assert not [w for w in g.worktree_list(repo) if w.locked]
 
 
-def test_sparse_worktree_contains_only_matching_files(repo: Path, tmp_path: Path) -> None:
+def test_sparse_worktree_of_directories_uses_cone_mode_and_a_sparse_index(
+    repo: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "sparse"
     g.worktree_add(repo, path, "rig/auth", create_from="main", sparse_paths=["src/auth/**"])
-    assert files_in(path) == {"src/auth/tokens.py", "src/auth/deep/keys.py"}
+    # cone mode: the directory, plus the files at the root (git always includes those)
+    assert files_in(path) == {"README.md", "src/auth/tokens.py", "src/auth/deep/keys.py"}
     assert not g.is_dirty(path)
+    # the index holds one entry for each directory outside the cone, not one per file
+    assert "src/billing/" in g.run(path, "ls-files", "--sparse").splitlines()
+    # the worktree works as usual: a commit in the cone, the files outside it kept
+    write(path / "src/auth/tokens.py", "def make_token(user):\n    return f'v2:{user}'\n")
+    commit_all(path, "v2")
+    assert g.run(path, "show", "HEAD:src/billing/invoice.py") == "def total():\n    return 0"
     # the main worktree is unaffected
     assert {"README.md", "src/billing/invoice.py"} <= files_in(repo)
     assert g.run(repo, "config", "--default", "false", "--get", "core.sparseCheckout") == "false"
     # retrying is a no-op
     g.worktree_add(repo, path, "rig/auth", sparse_paths=["src/auth/**"])
-    assert files_in(path) == {"src/auth/tokens.py", "src/auth/deep/keys.py"}
+    assert files_in(path) == {"README.md", "src/auth/tokens.py", "src/auth/deep/keys.py"}
+
+
+@pytest.mark.parametrize(
+    ("patterns", "dirs"),
+    [
+        (["src/auth/**"], ["src/auth"]),
+        (["/docs/", "deploy/**"], ["docs", "deploy"]),
+        (["src/*.py"], None),
+        (["README.md"], None),
+        (["src/auth/**", "*.md"], None),
+        (["../x/**"], None),
+        (["src/./a/**"], None),
+    ],
+)
+def test_sparse_cone_dirs_only_for_whole_directories(patterns, dirs) -> None:
+    assert g.sparse_cone_dirs(patterns) == dirs
+
+
+def test_sparse_worktree_of_globs_contains_only_matching_files(repo: Path, tmp_path: Path) -> None:
+    path = tmp_path / "globs"
+    g.worktree_add(repo, path, "rig/py", create_from="main", sparse_paths=["src/**/*.py"])
+    assert files_in(path) == {
+        "src/auth/tokens.py",
+        "src/auth/deep/keys.py",
+        "src/billing/invoice.py",
+    }
+    assert not g.is_dirty(path)
 
 
 def test_sparse_worktree_retry_after_crash_before_checkout(repo: Path, tmp_path: Path) -> None:
