@@ -13,6 +13,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +31,9 @@ from convoys.selectors import (
     rig_current_leg,
 )
 from rigs.models import Agent, MergeRequest, Repository, Rig
+from runner import selectors as run_selectors
+from runner import services as run_services
+from runner.models import AgentRun
 
 S = Convoy.State
 # The board's columns, left to right. Cancelled convoys sit behind a toggle.
@@ -84,6 +88,56 @@ def _between(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return max(0.0, (end - start).total_seconds())
+
+
+def money(value: Decimal | int | None) -> str:
+    """Dollars: $1,234.50; a fraction of a cent keeps its digits ($0.0042)."""
+    value = Decimal(value or 0)
+    if value and abs(value) < Decimal("0.01"):
+        return f"${value:.4f}"
+    return f"${value:,.2f}"
+
+
+@dataclass
+class Spend:
+    """What a convoy's agent runs cost, against its budget (None: no budget)."""
+
+    spent: Decimal
+    budget: Decimal | None
+
+    @classmethod
+    def of(cls, convoy: Convoy) -> "Spend":
+        return cls(spent=convoy.spent_usd or Decimal(0), budget=convoy.budget_usd)
+
+    @property
+    def reached(self) -> bool:
+        return self.budget is not None and self.spent >= self.budget
+
+    @property
+    def text(self) -> str:
+        if self.budget is None:
+            return money(self.spent)
+        return f"{money(self.spent)} of {money(self.budget)}"
+
+    @property
+    def label(self) -> str:
+        """For screen readers and tooltips."""
+        if self.budget is None:
+            return f"{money(self.spent)} spent by agent runs (no budget)"
+        return f"{money(self.spent)} spent by agent runs of a {money(self.budget)} budget"
+
+
+def running_agents_by_convoy() -> dict[int, int]:
+    """How many agents are running (starting or running) for each convoy: one query, grouped.
+    Few runs are live at any time (at most the machines' agent slots), so this reads a handful
+    of rows however many convoys the page shows."""
+    return dict(
+        AgentRun.objects.filter(state__in=AgentRun.PROCESS_STATES, convoy__isnull=False)
+        .order_by()
+        .values("convoy_id")
+        .annotate(n=Count("id"))
+        .values_list("convoy_id", "n")
+    )
 
 
 # --- the board ---------------------------------------------------------------------------------
@@ -156,6 +210,11 @@ class Card:
     blocked_reasons: list[str] = field(default_factory=list)
     unacked: int = 0
     age: str = ""
+    running: int = 0
+
+    @property
+    def spend(self) -> Spend:
+        return Spend.of(self.convoy)
 
     @property
     def percent(self) -> int:
@@ -167,7 +226,7 @@ class Card:
 
 
 def _cards(convoys: list[Convoy]) -> list[Card]:
-    """Cards for these convoys: three more queries, however many convoys and legs."""
+    """Cards for these convoys: four more queries, however many convoys and legs."""
     if not convoys:
         return []
     now = timezone.now()
@@ -206,6 +265,8 @@ def _cards(convoys: list[Convoy]) -> list[Card]:
             .values_list("rig_id", "n")
         )
 
+    running = running_agents_by_convoy()
+
     cards = []
     for convoy in convoys:
         legs = legs_by_convoy[convoy.id]
@@ -217,6 +278,7 @@ def _cards(convoys: list[Convoy]) -> list[Card]:
             landed=sum(1 for leg in counted if leg.state == Leg.State.LANDED),
             total=len(counted),
             age=age(convoy.created_at, now),
+            running=running.get(convoy.id, 0),
         )
         if convoy.state in OPEN_STATES:
             card.unacked = sum(unacked.get(rid, 0) for rid in {leg.rig_id for leg in legs})
@@ -245,7 +307,7 @@ def _convoys_base(filters: BoardFilters) -> QuerySet[Convoy]:
 
 
 def board_page(filters: BoardFilters) -> dict[str, Any]:
-    """The board: open convoys in full, the most recent finished ones. Nine queries (ten with
+    """The board: open convoys in full, the most recent finished ones. Ten queries (eleven with
     the cancelled shown), however many convoys and legs."""
     event_id = last_event_id()
     base = _convoys_base(filters)
@@ -428,7 +490,8 @@ def convoy_cascades(rig_ids: list[int], since: datetime, limit: int = 60) -> lis
 
 
 def convoy_page(convoy_id: int) -> dict[str, Any]:
-    """Legs with their rigs and merge requests, the wave graph, the cascade feed. ~8 queries."""
+    """Legs with their rigs and merge requests, the wave graph, the cascade feed, spend and
+    running agents. ~9 queries."""
     event_id = last_event_id()
     convoy = get_object_or_404(
         Convoy.objects.select_related("repository", "landing_merge_request", "created_by"),
@@ -476,6 +539,10 @@ def convoy_page(convoy_id: int) -> dict[str, Any]:
         "rows": rows,
         "graph": wave_graph(rollup["legs"], rollup["waves"]),
         "cascades": convoy_cascades(rig_ids, convoy.created_at),
+        "spend": Spend.of(convoy),
+        "running": AgentRun.objects.filter(
+            convoy=convoy, state__in=AgentRun.PROCESS_STATES
+        ).count(),
         "age": age(convoy.created_at),
         "groups": ",".join([f"convoy.{convoy.id}", *[f"rig.{r}" for r in sorted(set(rig_ids))]]),
         "can_launch": convoy.state == S.DRAFT,
@@ -521,8 +588,69 @@ def merge_request_row(mr: MergeRequest, now: datetime, estimate: float | None = 
     return row
 
 
+RUN_LIMIT = 10
+
+
+def run_row(run: AgentRun, now: datetime) -> dict[str, Any]:
+    live = run.state in AgentRun.PROCESS_STATES
+    waits = run.state == AgentRun.State.QUEUED and run.not_before and run.not_before > now
+    return {
+        "run": run,
+        "ran": duration(_between(run.started_at, run.finished_at or (now if live else None))),
+        "exit": run_services.exit_description(run.exit_code) if run.exit_code is not None else "",
+        "cost": money(run.cost_usd),
+        "waits_until": run.not_before if waits else None,
+        "stopping": live and run.stop_requested_at is not None,
+    }
+
+
+def launch_refusal(rig: Rig, leg: Leg | None) -> str:
+    """Why the rig's agent cannot be launched now ('' when it can), as `agent_run_request`
+    would say it; an active run is told apart by the page (it shows a Stop button instead)."""
+    agent = rig.agent
+    if agent is None:
+        return f"Rig {rig.slug} has no agent to run."
+    if not agent.is_active:
+        return f"Agent {agent.name} is deactivated."
+    if not run_services.agent_runtime_command(agent):
+        return (
+            f"Agent {agent.name} has no runtime command: choose a runtime preset (scripted, "
+            "claude, codex) or set its runtime command."
+        )
+    if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
+        return f"Rig {rig.slug} is {rig.state}."
+    if leg is not None and Spend.of(leg.convoy).reached:
+        return run_services.convoy_budget_message(leg.convoy) + "."
+    return ""
+
+
+def _runs_context(rig: Rig, leg: Leg | None, now: datetime) -> dict[str, Any]:
+    """The rig's last runs (one query), the run whose log the page follows, the escalation."""
+    runs = run_selectors.runs_for_rig(rig, RUN_LIMIT)
+    # One active run per rig at most, and nothing is queued beside it: it is the newest.
+    active = runs[0] if runs and runs[0].is_active else None
+    escalated = None
+    for n, run in enumerate(runs):
+        if run.state == AgentRun.State.FAILED:
+            later = runs[:n]
+            moved_on = any(r.is_active or r.state == AgentRun.State.SUCCEEDED for r in later)
+            escalated = run if run.escalated_at and not moved_on else None
+            break
+    refusal = launch_refusal(rig, leg)
+    return {
+        "runs": [run_row(run, now) for run in runs],
+        "active_run": active,
+        "log_run": runs[0] if runs else None,
+        "escalated_run": escalated,
+        "runtime_command": run_services.agent_runtime_command(rig.agent) if rig.agent else "",
+        "launch_refusal": refusal,
+        "can_launch": active is None and not refusal,
+    }
+
+
 def rig_page(rig_id: int) -> dict[str, Any]:
-    """Worktree, changed files, the bead graph, the inbox, merge requests. ~12 queries."""
+    """Worktree, changed files, the bead graph, the inbox, merge requests, agent runs.
+    ~13 queries."""
     event_id = last_event_id()
     rig = get_object_or_404(Rig.objects.select_related("repository", "agent"), pk=rig_id)
     now = timezone.now()
@@ -609,6 +737,7 @@ def rig_page(rig_id: int) -> dict[str, Any]:
         "can_retry": rig.state == Rig.State.FAILED,
         "can_teardown": rig.state != Rig.State.ARCHIVED,
         "can_sync": rig.state in Rig.LIVE_STATES,
+        **_runs_context(rig, leg, now),
     }
 
 

@@ -7,8 +7,10 @@ a plain form post is redirected back with the message shown on the page.
 """
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -25,6 +27,8 @@ from rigs import services as rig_services
 from rigs.models import Agent, Repository, Rig
 from rigs.permissions import is_operator
 from rigs.statemachine import IllegalTransition, StaleState
+from runner import services as run_services
+from runner.models import AgentRun
 
 S = Convoy.State
 # Refusals a person can act on: shown as the reason, with 409 (400 for bad input).
@@ -33,6 +37,7 @@ REFUSALS = (
     StaleState,
     rig_services.TeardownRefused,
     rig_services.MergeInProgress,
+    run_services.RunConflict,
 )
 
 
@@ -226,6 +231,31 @@ def _assignee_choices() -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
+BUDGET_MAX = Decimal("99999999.99")  # Convoy.budget_usd: 10 digits, 2 of them cents
+
+
+def _parse_budget(raw: str) -> Decimal | None:
+    """The form's budget in dollars: empty for none; `25`, `12.50`, `$1,000` are accepted."""
+    text = raw.strip().removeprefix("$").replace(",", "").strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        raise ValidationError(
+            {"budget_usd": f"enter an amount in dollars, e.g. 25 or 12.50 (not '{raw[:30]}')."}
+        )
+    if value < 0:
+        raise ValidationError({"budget_usd": "a budget cannot be negative."})
+    if value > BUDGET_MAX:
+        raise ValidationError({"budget_usd": "at most $99,999,999.99."})
+    if value != value.quantize(Decimal("0.01")):
+        raise ValidationError({"budget_usd": "at most two decimal places (whole cents)."})
+    return value
+
+
 def _assign_errors(exc: ValidationError, rows: list[dict[str, Any]]) -> dict[str, str]:
     """Spread `convoy_create`'s errors (`legs[1].depends_on`) over the form's fields."""
     by_index = {row["index"]: row for row in rows if "index" in row}
@@ -249,7 +279,13 @@ def convoy_new(request: HttpRequest) -> HttpResponse:
     if not is_operator(request.user):
         raise PermissionDenied("Only operators may create convoys.")
     errors: dict[str, str] = {}
-    values = {"title": "", "repository": "", "target_branch": "", "integration": False}
+    values = {
+        "title": "",
+        "repository": "",
+        "target_branch": "",
+        "budget_usd": "",
+        "integration": False,
+    }
     rows = [
         {"key": "", "title": "", "assignee": "", "depends_on": "", "errors": {}}
         for _ in range(LEG_ROWS)
@@ -259,6 +295,7 @@ def convoy_new(request: HttpRequest) -> HttpResponse:
             "title": request.POST.get("title", "").strip(),
             "repository": request.POST.get("repository", ""),
             "target_branch": request.POST.get("target_branch", "").strip(),
+            "budget_usd": request.POST.get("budget_usd", "").strip()[:40],
             "integration": bool(request.POST.get("use_integration_branch")),
         }
         rows, legs = _leg_rows(request.POST)
@@ -268,6 +305,7 @@ def convoy_new(request: HttpRequest) -> HttpResponse:
         try:
             if repository is None:
                 raise ValidationError({"repository": "choose a repository."})
+            budget = _parse_budget(values["budget_usd"])
             if not legs:
                 raise ValidationError({"legs": "add at least one leg."})
             convoy = services.convoy_create(
@@ -276,6 +314,7 @@ def convoy_new(request: HttpRequest) -> HttpResponse:
                 target_branch=values["target_branch"],
                 legs=legs,
                 use_integration_branch=values["integration"],
+                budget_usd=budget,
                 created_by=request.user,
             )
         except ValidationError as exc:
@@ -431,6 +470,44 @@ def rig_teardown(request: HttpRequest, pk: int) -> HttpResponse:
         )
 
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+# --- agent runs: launch, stop ------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def rig_launch(request: HttpRequest, pk: int) -> HttpResponse:
+    """Launch the rig's agent (its runtime command in the rig's worktree) as a new run."""
+    rig = get_object_or_404(Rig.objects.select_related("agent", "repository"), pk=pk)
+
+    def action() -> str:
+        who = request.user.get_username()
+        run = run_services.agent_run_request(
+            rig=rig, requested_by=who, reason=f"launched by {who} from the board"
+        )
+        return (
+            f"Agent {run.agent.name} launched in rig {rig.slug} as run #{run.id}: it starts "
+            "as soon as the rig is ready and an agent slot is free."
+        )
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+@login_required
+@require_POST
+def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a run: a queued one is cancelled, a live one's processes are terminated."""
+    run = get_object_or_404(AgentRun.objects.select_related("agent", "rig"), pk=pk)
+
+    def action() -> str:
+        stopped = run_services.agent_run_stop(run=run, requested_by=request.user.get_username())
+        if stopped.state == AgentRun.State.CANCELLED:
+            return f"Run #{run.id} was cancelled before it started."
+        grace = settings.GASTOWN_RUN_STOP_GRACE_SECONDS
+        return f"Stopping run #{run.id}: its processes get SIGTERM, then SIGKILL after {grace:g} s."
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[run.rig_id]))
 
 
 @login_required

@@ -28,6 +28,8 @@ board_urls = [
     path("rigs/<int:pk>/retry/", convoy_views.rig_retry, name="rig-retry-page"),
     path("rigs/<int:pk>/sync/", convoy_views.rig_sync, name="rig-sync-page"),
     path("rigs/<int:pk>/teardown/", convoy_views.rig_teardown, name="rig-teardown-page"),
+    path("rigs/<int:pk>/launch/", convoy_views.rig_launch, name="rig-launch"),
+    path("runs/<int:pk>/stop/", convoy_views.run_stop, name="run-stop"),
     path(
         "notifications/<int:pk>/ack/", convoy_views.notification_ack, name="notification-ack-page"
     ),

@@ -101,13 +101,28 @@
     return { node: template.content.firstElementChild };
   }
 
-  /* Swap `fresh` in for `old`, keeping what the person was doing: open <details> and focus. */
+  /* Swap `fresh` in for `old`, keeping what the person was doing: open <details> and focus.
+   * An element marked `data-keep="<key>"` (a followed log) is carried over into the fresh
+   * fragment's element with the same key, with its content and scroll position; it takes the
+   * fresh element's attributes. Listeners hear `gastown:swapped` afterwards. */
   function swap(old, fresh) {
     const open = new Set([...old.querySelectorAll("details[open][id]")].map((d) => d.id));
     const focusedId = old.contains(document.activeElement) ? document.activeElement.id : "";
+    const kept = [];
+    fresh.querySelectorAll("[data-keep]").forEach((slot) => {
+      const keep = [...old.querySelectorAll("[data-keep]")].find((el) => el.dataset.keep === slot.dataset.keep);
+      if (!keep) return;
+      for (const { name, value } of [...slot.attributes]) keep.setAttribute(name, value);
+      kept.push([keep, keep.scrollTop]);
+      slot.replaceWith(keep);
+    });
     old.replaceWith(fresh);
+    kept.forEach(([el, top]) => {
+      el.scrollTop = top;
+    });
     open.forEach((id) => document.getElementById(id)?.setAttribute("open", ""));
     if (focusedId) document.getElementById(focusedId)?.focus({ preventScroll: true });
+    document.dispatchEvent(new CustomEvent("gastown:swapped", { detail: { node: fresh } }));
   }
 
   const sections = () => [...document.querySelectorAll("[data-live-src]")];
