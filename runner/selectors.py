@@ -19,13 +19,17 @@ def run_log_read(run: AgentRun, offset: int | None = None, limit: int = LOG_CHUN
     """A chunk of a run's log: from `offset` (follow a live log), or its tail when no offset."""
     path = Path(run.log_path) if run.log_path else None
     size = path.stat().st_size if path and path.exists() else 0
-    limit = max(1, min(limit, LOG_CHUNK_MAX))
+    limit = max(4, min(limit, LOG_CHUNK_MAX))  # room for one whole UTF-8 character
     start = max(0, size - LOG_TAIL_DEFAULT) if offset is None else min(max(0, offset), size)
     data = b""
     if size and start < size:
         with open(path, "rb") as handle:
             handle.seek(start)
             data = handle.read(limit)
+    if offset is None:  # a tail may begin inside a character: start at the next one
+        skip = _continuation_bytes(data)
+        data, start = data[skip:], start + skip
+    data = data[: len(data) - _incomplete_tail(data)]  # the rest comes with the next read
     return {
         "run": run.id,
         "state": run.state,
@@ -35,3 +39,22 @@ def run_log_read(run: AgentRun, offset: int | None = None, limit: int = LOG_CHUN
         "text": data.decode("utf-8", "replace"),
         "complete": not run.is_active and start + len(data) >= size,
     }
+
+
+def _continuation_bytes(data: bytes) -> int:
+    n = 0
+    while n < min(3, len(data)) and data[n] & 0xC0 == 0x80:
+        n += 1
+    return n
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end are the start of a UTF-8 character that is cut off."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the lead byte (or ASCII)
+            needed = 2 if byte >= 0xC0 else 1
+            needed = 3 if byte >= 0xE0 else needed
+            needed = 4 if byte >= 0xF0 else needed
+            return back if needed > back else 0
+    return 0

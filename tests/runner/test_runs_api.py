@@ -162,3 +162,17 @@ def test_run_list_query_count_does_not_grow(rig, operator, django_assert_max_num
 )
 def test_usage_lines_from_runtimes(line, expected):
     assert usage_parse(line) == expected
+
+
+def test_log_chunks_never_split_a_character(rig, operator, tmp_path):
+    run = services.agent_run_request(rig=rig)
+    log = tmp_path / "run.log"
+    log.write_bytes("héllo ✓ done\n".encode())
+    AgentRun.objects.filter(pk=run.pk).update(log_path=str(log))
+    text, offset = "", 0
+    while True:
+        body = operator.get(f"/api/v1/runs/{run.id}/log/?offset={offset}&limit=2").json()
+        if body["next_offset"] == offset:
+            break
+        text, offset = text + body["text"], body["next_offset"]
+    assert text == "héllo ✓ done\n"
