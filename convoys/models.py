@@ -48,7 +48,8 @@ class Convoy(models.Model):
         default=False, help_text="Legs merge into convoy/<slug>; the convoy lands as one merge."
     )
     budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
-    spent_usd = models.DecimalField(max_digits=10, decimal_places=2, default=0, editable=False)
+    # as precise as a run's cost: many sub-cent reports add up
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=4, default=0, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )

@@ -4,3 +4,5 @@ from django.dispatch import Signal
 
 # leg, rig: a convoy handed a leg to its rig (wave 1 at launch, later legs when unblocked)
 leg_dispatched = Signal()
+# convoy: a convoy was cancelled (its legs are cancelled; work for it should stop)
+convoy_cancelled = Signal()

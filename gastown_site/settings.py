@@ -281,7 +281,7 @@ GASTOWN_MAX_AGENTS = int(os.environ.get("GASTOWN_MAX_AGENTS") or os.cpu_count() 
 GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
 GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
 GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
-GASTOWN_RUN_LOG_DIR = DATA_DIR / "runs"
+GASTOWN_RUN_LOG_DIR = Path(os.environ.get("GASTOWN_RUN_LOG_DIR") or DATA_DIR / "runs")
 
 LOGGING = {
     "version": 1,

@@ -103,7 +103,9 @@ def agent_environment(
     email = f"{agent_name}@agents.gastown.local"
     env.update(
         {
-            "PATH": os.pathsep.join([str(BIN_DIR), str(Path(sys.executable).parent), path]),
+            # gt and gastown-agent first; not Gas Town's virtualenv (an agent's `pip install`
+            # must not land in it)
+            "PATH": os.pathsep.join([str(BIN_DIR), path]),
             "GT_URL": settings.GASTOWN_URL,
             "GT_TOKEN": token,
             "GT_RIG": str(rig_id),

@@ -30,9 +30,13 @@ State = AgentRun.State
 # `gt prime` (the agent's briefing); data never gets pasted into the command text.
 RUNTIME_PRESETS = {
     Agent.Runtime.SCRIPTED: "gastown-agent",
-    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format json '
-    "--permission-mode acceptEdits",
-    Agent.Runtime.CODEX: 'codex exec --full-auto "$(gt prime)"',
+    # stream-json keeps output flowing (a silent run is killed) and ends with the cost line
+    # the runner reads; gt and git are the shell commands the briefing asks for.
+    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format stream-json --verbose '
+    "--permission-mode acceptEdits --allowedTools 'Bash(gt:*)' 'Bash(git:*)'",
+    # the workspace sandbox with network on: gt must reach Gas Town
+    Agent.Runtime.CODEX: "codex exec --sandbox workspace-write "
+    '-c sandbox_workspace_write.network_access=true "$(gt prime)"',
     Agent.Runtime.CUSTOM: "",
 }
 MAX_BACKOFF_SECONDS = 300

@@ -31,7 +31,7 @@ from convoys.services.legs_input import (
     legs_write,
     unique_slug,
 )
-from convoys.signals import leg_dispatched
+from convoys.signals import convoy_cancelled, leg_dispatched
 from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
 from rigs.statemachine import IllegalTransition, transition
@@ -63,7 +63,9 @@ def convoy_cancel(*, convoy: Convoy, reason: str = "") -> Convoy:
         from rigs.services import merge_request_cancel
 
         merge_request_cancel(merge_request=landing, reason=f"convoy {convoy.slug} cancelled")
-    return convoy_transition(convoy=convoy, to=Convoy.State.CANCELLED, reason=reason)
+    convoy_transition(convoy=convoy, to=Convoy.State.CANCELLED, reason=reason)
+    convoy_cancelled.send(sender=Convoy, convoy=convoy)
+    return convoy
 
 
 @transaction.atomic

@@ -148,7 +148,7 @@ def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_use
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "budget_reached"
     body = client.get(f"/api/v1/convoys/{convoy.id}/").json()
-    assert body["spent_usd"] == "0.10" and body["budget_reached"] is True
+    assert body["spent_usd"] == "0.1000" and body["budget_reached"] is True
 
 
 def test_agent_reports_usage_with_gt_and_people_follow_the_log(ready_rig, asgi_server, admin_user):
@@ -187,3 +187,16 @@ def test_agent_reports_usage_with_gt_and_people_follow_the_log(ready_rig, asgi_s
     stopped = gt("run", "stop", str(run.id))
     assert stopped.returncode == 5 and "already ended" in stopped.stderr
     assert gt("run", "stop", "x; rm -rf /").returncode == 2
+
+
+def test_cancelling_a_convoy_stops_its_agents(ready_rig):
+    from convoys import services as convoy_services
+
+    rig = ready_rig("echo working; sleep 300")
+    convoy = _convoy_on(rig)
+    run = wait_for(lambda: AgentRun.objects.filter(rig=rig).first(), 10, message="a run")
+    wait_run(run, S.RUNNING)
+    convoy_services.convoy_cancel(convoy=convoy, reason="changed our minds")
+    wait_run(run, S.STOPPED, timeout=30)
+    assert f"convoy {convoy.slug} cancelled" in run.reason
+    wait_for(lambda: not process.run_processes(run.id), 10, message="no process left")

@@ -100,7 +100,7 @@ def test_usage_adds_to_the_run_and_the_convoy_and_refuses_bad_input(rig, operato
     run.refresh_from_db()
     assert run.state == AgentRun.State.CANCELLED and "reached its budget" in run.reason
     body = operator.get(f"/api/v1/convoys/{convoy.id}/").json()
-    assert body["budget_reached"] is True and body["spent_usd"] == "1.05"
+    assert body["budget_reached"] is True and body["spent_usd"] == "1.0500"
 
 
 def test_log_reads_tail_and_follows_offsets(rig, operator, tmp_path):
