@@ -146,7 +146,7 @@ def main() -> int:
             [
                 ["raw: sh -c in the worktree", raw_ms, percentile(raw, 95) * 1000],
                 [
-                    "runner: request -> agent started",
+                    "runner: request -> supervisor spawned",
                     median(to_running) * 1000,
                     percentile(to_running, 95) * 1000,
                 ],
