@@ -51,6 +51,8 @@ def agent_runs_dispatch() -> list[int]:
         queued = (
             AgentRun.objects.filter(state=State.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+            # runs waiting for their rig do not hold up the ones behind them
+            .exclude(rig__state__in=services.PENDING_RIG_STATES)
             .select_related("rig", "agent")
             .order_by("created_at", "id")
         )

@@ -176,3 +176,16 @@ def test_log_chunks_never_split_a_character(rig, operator, tmp_path):
             break
         text, offset = text + body["text"], body["next_offset"]
     assert text == "héllo ✓ done\n"
+
+
+def test_convoy_created_with_a_budget(operator, make_agent):
+    make_agent("budgeted", runtime="scripted")
+    repository = factories.repository()
+    legs = [{"key": "a", "title": "A", "agent": "budgeted"}]
+    body = {"title": "Costly", "repository": repository.id, "legs": legs, "budget_usd": "12.50"}
+    response = operator.post("/api/v1/convoys/", body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["budget_usd"] == "12.50" and response.json()["budget_reached"] is False
+    for bad in ("-1", "abc", "1e12"):
+        response = operator.post("/api/v1/convoys/", {**body, "budget_usd": bad}, format="json")
+        assert response.status_code == 400 and error_of(response)["field"] == "budget_usd", bad
