@@ -214,9 +214,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # `Token gtr_…` (a running agent's per-run token), then `Token gt_…` (agents) and
-        # `Token gtp_…` (people's personal tokens)
-        "runner.auth.RunTokenAuthentication",
+        # `Token gt_…` (agents), `Token gtp_…` (people's personal tokens) and `Token gtr_…`
+        # (the per-run token of an agent the runner launched)
         "rigs.auth.AgentTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

@@ -12,6 +12,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -85,8 +86,16 @@ def api_token_for(raw: str) -> ApiToken | None:
     return token
 
 
+# More kinds of token, by prefix, added by other apps (the runner's per-run `gtr_` tokens): a
+# resolver returns (user, auth) or None. The API and websockets accept them all.
+TOKEN_KINDS: dict[str, Callable[[str], tuple[Any, Any] | None]] = {}
+
+
 def principal_for_token(raw: str) -> tuple[Any, Agent | ApiToken] | None:
     """(user, auth) for an agent token or a personal token, None when it is not valid."""
+    for prefix, resolve in TOKEN_KINDS.items():
+        if raw.startswith(prefix):
+            return resolve(raw)
     if raw.startswith(ApiToken.PREFIX):
         token = api_token_for(raw)
         return (token.user, token) if token else None
@@ -130,8 +139,10 @@ class TokenScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "`Token <key>`: an agent's token (`manage.py create_agent NAME`) or "
-            "a person's personal API token (`manage.py create_api_token USERNAME`).",
+            "description": "`Token <key>`: an agent's token (`manage.py create_agent NAME`), "
+            "a person's personal API token (`manage.py create_api_token USERNAME`), or the "
+            "token the runner gives an agent it launches (`gtr_…`, GT_TOKEN: valid while its "
+            "run lives).",
         }
 
 

@@ -189,3 +189,15 @@ def test_convoy_created_with_a_budget(operator, make_agent):
     for bad in ("-1", "abc", "1e12"):
         response = operator.post("/api/v1/convoys/", {**body, "budget_usd": bad}, format="json")
         assert response.status_code == 400 and error_of(response)["field"] == "budget_usd", bad
+
+
+def test_run_token_opens_the_events_websocket_while_the_run_lives(rig):
+    from rigs.auth import principal_for_token
+
+    run = services.agent_run_request(rig=rig)
+    token = run.issue_token()
+    AgentRun.objects.filter(pk=run.pk).update(token_hash=run.token_hash, state="running")
+    user, auth = principal_for_token(token)
+    assert user.is_authenticated and auth == rig.agent
+    AgentRun.objects.filter(pk=run.pk).update(state="stopped")
+    assert principal_for_token(token) is None
