@@ -200,3 +200,19 @@ def test_cancelling_a_convoy_stops_its_agents(ready_rig):
     wait_run(run, S.STOPPED, timeout=30)
     assert f"convoy {convoy.slug} cancelled" in run.reason
     wait_for(lambda: not process.run_processes(run.id), 10, message="no process left")
+
+
+def test_killed_supervisor_is_found_and_its_agent_killed_and_restarted(ready_rig):
+    import os
+    import signal
+
+    rig = ready_rig("echo up; sleep 300")
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.RUNNING)
+    os.kill(run.supervisor_pid, signal.SIGKILL)  # a crash of the process watching the agent
+    wait_for(lambda: not process.process_is_run(run.supervisor_pid, run.id), 10)
+    operations.agent_runs_supervise()
+    run.refresh_from_db()
+    assert run.state == S.FAILED and "supervisor process disappeared" in run.reason
+    wait_for(lambda: not process.run_processes(run.id), 10, message="the orphaned agent killed")
+    assert AgentRun.objects.filter(restart_of=run).exists()
