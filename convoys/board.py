@@ -104,14 +104,15 @@ class Spend:
 
     spent: Decimal
     budget: Decimal | None
+    reached: bool
 
     @classmethod
     def of(cls, convoy: Convoy) -> "Spend":
-        return cls(spent=convoy.spent_usd or Decimal(0), budget=convoy.budget_usd)
-
-    @property
-    def reached(self) -> bool:
-        return self.budget is not None and self.spent >= self.budget
+        return cls(
+            spent=convoy.spent_usd or Decimal(0),
+            budget=convoy.budget_usd,
+            reached=convoy.budget_reached,
+        )
 
     @property
     def text(self) -> str:

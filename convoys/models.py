@@ -84,6 +84,11 @@ class Convoy(models.Model):
         return self.title
 
     @property
+    def budget_reached(self) -> bool:
+        """Its agents spent the budget: no new agent runs are launched for it."""
+        return self.budget_usd is not None and self.spent_usd >= self.budget_usd
+
+    @property
     def integration_branch(self) -> str:
         return f"convoy/{self.slug}" if self.use_integration_branch else ""
 

@@ -307,7 +307,7 @@ class ConvoySerializer(serializers.ModelSerializer):
 
     def get_budget_reached(self, convoy: Convoy) -> bool:
         """Agents' spend reached the budget: no new agent runs are launched for it."""
-        return convoy.budget_usd is not None and convoy.spent_usd >= convoy.budget_usd
+        return convoy.budget_reached
 
 
 class BlockedLegSerializer(serializers.Serializer):

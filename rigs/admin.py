@@ -10,8 +10,11 @@ from rigs.models import Agent, ApiToken, MergeRequest, Repository, Rig
 from rigs.statemachine import IllegalTransition, StaleState
 
 
-def run_service_action(modeladmin, request, queryset, action, verb: str) -> None:
-    """Apply a service to each selected object, reporting refusals instead of failing."""
+def run_service_action(
+    modeladmin, request, queryset, action, verb: str, refusals: tuple[type, ...] = ()
+) -> None:
+    """Apply a service to each selected object, reporting refusals instead of failing.
+    `refusals`: more exception types that mean "refused" (other apps' services)."""
     done = 0
     for obj in queryset:
         try:
@@ -24,8 +27,10 @@ def run_service_action(modeladmin, request, queryset, action, verb: str) -> None
             ValidationError,
             services.TeardownRefused,
             services.MergeInProgress,
+            *refusals,
         ) as exc:
-            modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+            text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            modeladmin.message_user(request, f"{obj}: {text}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
 

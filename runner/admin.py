@@ -1,26 +1,11 @@
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib import admin
 from django.utils.html import format_html
 
 from convoys.admin import RigWithBeadsAdmin
+from rigs.admin import run_service_action
 from rigs.models import Rig
-from rigs.statemachine import IllegalTransition, StaleState
 from runner import selectors, services
 from runner.models import AgentRun
-
-
-def _each(modeladmin, request, queryset, action, verb: str) -> None:
-    """Apply a service to each selected object, reporting refusals instead of failing."""
-    done = 0
-    for obj in queryset:
-        try:
-            action(obj)
-            done += 1
-        except (IllegalTransition, StaleState, ValidationError, services.RunConflict) as exc:
-            text = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-            modeladmin.message_user(request, f"{obj}: {text}", messages.ERROR)
-    if done:
-        modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
 
 
 @admin.register(AgentRun)
@@ -56,12 +41,13 @@ class AgentRunAdmin(admin.ModelAdmin):
     @admin.action(description="Stop (terminate the process group)")
     def stop(self, request, queryset) -> None:
         who = request.user.get_username()
-        _each(
+        run_service_action(
             self,
             request,
             queryset,
             lambda run: services.agent_run_stop(run=run, requested_by=who),
             "Stopping",
+            refusals=(services.RunConflict,),
         )
 
     @admin.display(description="Log (tail)")
@@ -92,7 +78,7 @@ class RigWithRunsAdmin(RigWithBeadsAdmin):
     @admin.action(description="Launch the rig's agent (its runtime command)")
     def launch_agent(self, request, queryset) -> None:
         who = request.user.get_username()
-        _each(
+        run_service_action(
             self,
             request,
             queryset,
@@ -100,4 +86,5 @@ class RigWithRunsAdmin(RigWithBeadsAdmin):
                 rig=rig, requested_by=who, reason=f"launched by {who} (admin)"
             ),
             "Launched the agent of",
+            refusals=(services.RunConflict,),
         )

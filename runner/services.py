@@ -8,7 +8,6 @@ backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
 
 import signal
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -62,13 +61,6 @@ class RunConflict(Exception):
 
 def agent_runtime_command(agent: Agent) -> str:
     return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
-
-
-def convoy_budget_left(convoy: Convoy | None) -> Decimal | None:
-    """Dollars left in a convoy's budget (None: no budget)."""
-    if convoy is None or convoy.budget_usd is None:
-        return None
-    return convoy.budget_usd - convoy.spent_usd
 
 
 def convoy_budget_message(convoy: Convoy) -> str:
@@ -140,8 +132,7 @@ def agent_run_request(
     convoy = leg.convoy if leg is not None else None
     if convoy is not None:
         convoy = Convoy.objects.get(pk=convoy.pk)  # fresh spend
-        left = convoy_budget_left(convoy)
-        if left is not None and left <= 0:
+        if convoy.budget_reached:
             raise RunConflict("budget_reached", convoy_budget_message(convoy) + ".")
     active = AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).first()
     if active is not None:
@@ -378,5 +369,4 @@ def convoy_budget_refusal(run: AgentRun) -> str:
     if run.convoy_id is None:
         return ""
     convoy = Convoy.objects.get(pk=run.convoy_id)
-    left = convoy_budget_left(convoy)
-    return convoy_budget_message(convoy) if left is not None and left <= 0 else ""
+    return convoy_budget_message(convoy) if convoy.budget_reached else ""

@@ -201,3 +201,31 @@ def test_run_token_opens_the_events_websocket_while_the_run_lives(rig):
     assert user.is_authenticated and auth == rig.agent
     AgentRun.objects.filter(pk=run.pk).update(state="stopped")
     assert principal_for_token(token) is None
+
+
+def test_admin_launches_and_stops_and_reports_refusals(rig, admin_client):
+    url = "/admin/rigs/rig/"
+    response = admin_client.post(
+        url, {"action": "launch_agent", "_selected_action": [rig.id]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("Launched the agent of 1 item(s)" in m for m in shown), shown
+    run = AgentRun.objects.get(rig=rig)
+    response = admin_client.post(
+        url, {"action": "launch_agent", "_selected_action": [rig.id]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(f"already has run {run.id}" in m for m in shown), shown
+    lonely = factories.rig(agent=factories.agent(), state=Rig.State.READY)  # no command
+    response = admin_client.post(
+        url, {"action": "launch_agent", "_selected_action": [lonely.id]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("has no runtime command" in m and "[" not in m for m in shown), shown
+    response = admin_client.post(
+        "/admin/runner/agentrun/", {"action": "stop", "_selected_action": [run.id]}, follow=True
+    )
+    run.refresh_from_db()
+    assert run.state == AgentRun.State.CANCELLED and "stopped by admin" in run.reason
+    response = admin_client.get(f"/admin/runner/agentrun/{run.id}/change/")
+    assert response.status_code == 200
