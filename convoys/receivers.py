@@ -27,7 +27,7 @@ def _convoy_of(rig) -> int | None:
 
 @receiver(signals.rig_state_changed)
 def on_rig_state_changed(sender, rig, old_state, new_state, reason="", **kwargs) -> None:
-    leg = rig_current_leg(rig)
+    leg = rig_current_leg(rig) if old_state else None  # a rig just recorded has no leg yet
     event_append(
         "rig.state",
         {

@@ -426,8 +426,9 @@ def worktree_add(
     create_from: str | None = None,
     sparse_paths: list[str] | None = None,
     timeout: float = 600.0,
-) -> None:
-    """Check ``branch`` out at ``path``; safe to retry after a crash at any point.
+) -> bool:
+    """Check ``branch`` out at ``path``; safe to retry after a crash at any point. Returns
+    True if it created the branch (at ``create_from``), False if the branch was there.
 
     A finished worktree of the branch is left alone; a half-created one (directory not
     registered, registered without directory, checkout unfinished) is made again.
@@ -441,9 +442,21 @@ def worktree_add(
     ):
         raise GitError(f"invalid sparse patterns {sparse_paths!r}")
     target = Path(path).resolve()
+    no_checkout = ["--no-checkout"] if sparse_paths is not None else []
     with repository_lock(repo, timeout=timeout):
+        if create_from is not None and not target.exists():
+            # A new rig, the common case: one `worktree add -b`, which refuses a branch that
+            # exists and a path still registered. Those (a retry after a crash) take the
+            # careful path below, which prunes, inspects and repairs first.
+            start = _commit(repo, create_from)
+            add = ["worktree", "add", *no_checkout, "-b", branch, "--", str(target), start]
+            if _execute(repo, add, timeout)[0] == 0:
+                if sparse_paths is not None:
+                    _sparse_checkout(target, sparse_paths, timeout)
+                return True
         run(repo, "worktree", "prune")
-        if resolve_branch(repo, branch) is None:
+        created = resolve_branch(repo, branch) is None
+        if created:
             if create_from is None:
                 raise GitError(f"branch {branch!r} does not exist and no create_from given")
             create_branch(repo, branch, create_from)
@@ -452,7 +465,7 @@ def worktree_add(
             if ready and existing.branch == branch:
                 if existing.lock_reason == "initializing":  # killed just before unlocking
                     run(repo, "worktree", "unlock", "--", str(target))
-                return
+                return created
             if ready or target == Path(repo).resolve():
                 raise GitError(f"{target} is already a worktree for {existing.branch!r}")
             _clear_leftover_dir(repo, target)
@@ -460,10 +473,10 @@ def worktree_add(
             run(repo, "worktree", "remove", "--force", "--force", "--", str(target))
         _clear_leftover_dir(repo, target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        no_checkout = ["--no-checkout"] if sparse_paths is not None else []
         run(repo, "worktree", "add", *no_checkout, "--", str(target), branch, timeout=timeout)
         if sparse_paths is not None:
             _sparse_checkout(target, sparse_paths, timeout)
+    return created
 
 
 _CONE_DIR = re.compile(r"^/?([A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*)/(?:\*\*)?$")

@@ -171,28 +171,27 @@ def _rig_provision(rig: Rig) -> None:
         base_commit = git.rev_parse(repository.path, base_rev)
         if base_commit is None:
             raise git.GitError(f"base '{base_rev}' does not exist in {repository.name}")
-        existing_tip = git.resolve_branch(repository.path, rig.branch)
         sparse_paths = (rig.scope + rig.watch) if rig.sparse else None
         worktree = Path(rig.worktree_path)
-        git.worktree_add(
+        created = git.worktree_add(
             repository.path,
             worktree,
             rig.branch,
             create_from=base_commit,
             sparse_paths=sparse_paths,
         )
-        if existing_tip is not None:  # retried after a crash: the branch is already ours
-            base_commit = git.merge_base(repository.path, existing_tip, base_commit) or base_commit
         if repository.copy_files or repository.link_files:
             services.rig_progress_set(rig=rig, progress=60, label="copying files")
             _copy_configured_files(repository, worktree)
         if repository.setup_command:
             services.rig_progress_set(rig=rig, progress=70, label="running setup")
             run_setup_command(repository.setup_command, worktree, rig)
-        # A branch made just now from the base sits on it; a retried one may have moved.
+        # A branch made just now sits on the base; one that was there (a retry after a crash)
+        # may have moved, and its base is where it left the target.
         head = base_commit
-        if existing_tip is not None:
-            head = git.resolve_branch(repository.path, rig.branch) or base_commit
+        if not created and (tip := git.resolve_branch(repository.path, rig.branch)) is not None:
+            base_commit = git.merge_base(repository.path, tip, base_commit) or base_commit
+            head = tip
         with transaction.atomic():
             services.rig_transition(
                 rig=rig,

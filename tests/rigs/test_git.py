@@ -251,6 +251,22 @@ def test_worktree_add_is_idempotent(repo: Path, tmp_path: Path) -> None:
         g.worktree_add(repo, path, "elsewhere")
 
 
+def test_worktree_add_reports_whether_it_created_the_branch(repo: Path, tmp_path: Path) -> None:
+    assert g.worktree_add(repo, tmp_path / "a", "rig/a", create_from="main") is True
+    assert g.resolve_branch(repo, "rig/a") == g.rev_parse(repo, "main")
+    # The branch is already there (a retry after a crash): the new-rig shortcut is refused
+    # by git and the careful path checks the branch out where it is, without moving it.
+    g.create_branch(repo, "rig/b", "HEAD~1")
+    assert g.worktree_add(repo, tmp_path / "b", "rig/b", create_from="main") is False
+    assert g.resolve_branch(repo, "rig/b") == g.rev_parse(repo, "HEAD~1")
+    assert g.status_porcelain(tmp_path / "b") == []
+    # Registered, directory deleted, branch there: repaired, not created.
+    shutil.rmtree(tmp_path / "a")
+    assert g.worktree_add(repo, tmp_path / "a", "rig/a", create_from="main") is False
+    assert (tmp_path / "a" / "README.md").is_file()
+    assert len(g.worktree_list(repo)) == 3
+
+
 def test_worktree_add_repairs_unregistered_directory(repo: Path, tmp_path: Path) -> None:
     path = tmp_path / "wt"
     g.worktree_add(repo, path, "rig/a", create_from="main")
