@@ -606,23 +606,10 @@ def run_row(run: AgentRun, now: datetime) -> dict[str, Any]:
 
 
 def launch_refusal(rig: Rig, leg: Leg | None) -> str:
-    """Why the rig's agent cannot be launched now ('' when it can), as `agent_run_request`
-    would say it; an active run is told apart by the page (it shows a Stop button instead)."""
-    agent = rig.agent
-    if agent is None:
-        return f"Rig {rig.slug} has no agent to run."
-    if not agent.is_active:
-        return f"Agent {agent.name} is deactivated."
-    if not run_services.agent_runtime_command(agent):
-        return (
-            f"Agent {agent.name} has no runtime command: choose a runtime preset (scripted, "
-            "claude, codex) or set its runtime command."
-        )
-    if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
-        return f"Rig {rig.slug} is {rig.state}."
-    if leg is not None and Spend.of(leg.convoy).reached:
-        return run_services.convoy_budget_message(leg.convoy) + "."
-    return ""
+    """Why the rig's agent cannot be launched now ('' when it can), in `agent_run_request`'s
+    words; an active run is told apart by the page (it shows a Stop button instead)."""
+    refusal = run_services.agent_run_refusal(rig, leg.convoy if leg is not None else None)
+    return refusal.message if refusal is not None else ""
 
 
 def _runs_context(rig: Rig, leg: Leg | None, now: datetime) -> dict[str, Any]:

@@ -7,6 +7,7 @@ backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
 """
 
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -100,6 +101,42 @@ def agent_run_transition(*, run: AgentRun, to: str, reason: str = "", **fields) 
     return run
 
 
+@dataclass(frozen=True)
+class LaunchRefusal:
+    """Why a rig's agent cannot be launched: a 400 on ``field`` or a 409 with ``code``."""
+
+    message: str
+    field: str = ""
+    code: str = ""
+
+    def error(self) -> ValidationError | RunConflict:
+        if self.code:
+            return RunConflict(self.code, self.message)
+        return ValidationError({self.field: self.message})
+
+
+def agent_run_refusal(rig: Rig, convoy: Convoy | None) -> LaunchRefusal | None:
+    """Why the rig's agent cannot be launched now (None: it can), an active run aside. The one
+    rule behind `agent_run_request` and the board's Launch button; ``convoy`` is the rig's
+    current leg's."""
+    agent = rig.agent
+    if agent is None:
+        return LaunchRefusal(f"rig {rig.slug} has no agent to run.", field="rig")
+    if not agent.is_active:
+        return LaunchRefusal(f"agent {agent.name} is deactivated.", field="agent")
+    if not agent_runtime_command(agent):
+        return LaunchRefusal(
+            f"agent {agent.name} has no runtime command: choose a runtime preset (scripted, "
+            "claude, codex) or set its runtime command.",
+            field="agent",
+        )
+    if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
+        return LaunchRefusal(f"rig {rig.slug} is {rig.state}.", code="rig_not_runnable")
+    if convoy is not None and convoy.budget_reached:
+        return LaunchRefusal(convoy_budget_message(convoy) + ".", code="budget_reached")
+    return None
+
+
 @transaction.atomic
 def agent_run_request(
     *,
@@ -113,27 +150,11 @@ def agent_run_request(
 ) -> AgentRun:
     """Queue a run of the rig's agent. Refused (ValidationError) when there is nothing to run,
     (RunConflict) when the rig already has an active run or its convoy's budget is spent."""
-    agent = rig.agent
-    if agent is None:
-        raise ValidationError({"rig": f"rig {rig.slug} has no agent to run."})
-    if not agent.is_active:
-        raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
-    command = agent_runtime_command(agent)
-    if not command:
-        raise ValidationError(
-            {
-                "agent": f"agent {agent.name} has no runtime command: choose a runtime preset "
-                "(scripted, claude, codex) or set runtime_command."
-            }
-        )
-    if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
-        raise RunConflict("rig_not_runnable", f"rig {rig.slug} is {rig.state}.")
     leg = leg or rig_current_leg(rig)
-    convoy = leg.convoy if leg is not None else None
-    if convoy is not None:
-        convoy = Convoy.objects.get(pk=convoy.pk)  # fresh spend
-        if convoy.budget_reached:
-            raise RunConflict("budget_reached", convoy_budget_message(convoy) + ".")
+    convoy = Convoy.objects.get(pk=leg.convoy_id) if leg is not None else None  # fresh spend
+    if (refusal := agent_run_refusal(rig, convoy)) is not None:
+        raise refusal.error()
+    agent, command = rig.agent, agent_runtime_command(rig.agent)
     active = AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).first()
     if active is not None:
         raise RunConflict(

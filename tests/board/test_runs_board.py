@@ -113,6 +113,32 @@ def test_launch_is_refused_without_a_runtime_command(operator_client, repo):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("case", ["no agent", "deactivated", "no command", "failed", "budget"])
+def test_the_board_explains_a_refusal_in_the_services_words(case, rig):
+    """The hidden Launch button and the API give one reason: `agent_run_refusal`."""
+    from convoys.board import launch_refusal
+    from convoys.selectors import rig_current_leg
+
+    if case == "no agent":
+        Rig.objects.filter(pk=rig.pk).update(agent=None)
+    elif case == "deactivated":
+        type(rig.agent).objects.filter(pk=rig.agent_id).update(is_active=False)
+    elif case == "no command":
+        type(rig.agent).objects.filter(pk=rig.agent_id).update(runtime_command="")
+    elif case == "failed":
+        Rig.objects.filter(pk=rig.pk).update(state=Rig.State.FAILED)
+    else:
+        launch_budgeted(rig, budget="1.00", spent="1.50")
+    rig = Rig.objects.select_related("agent").get(pk=rig.pk)
+    shown = launch_refusal(rig, rig_current_leg(rig))
+    with pytest.raises((services.RunConflict, services.ValidationError)) as refused:
+        services.agent_run_request(rig=rig)
+    raised = refused.value
+    said = raised.messages if isinstance(raised, services.ValidationError) else [str(raised)]
+    assert shown and said == [shown]
+
+
+@pytest.mark.django_db
 def test_launch_is_refused_while_the_rig_has_an_active_run(operator_client, rig):
     run = services.agent_run_request(rig=rig, requested_by="olive")
     response = operator_client.post(f"/rigs/{rig.id}/launch/", **JSON)
