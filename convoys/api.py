@@ -27,7 +27,6 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from convoys import services
-from convoys.events import event_append
 from convoys.models import Bead, BeadDependency, Convoy, Event, Leg, LegDependency, Notification
 from convoys.selectors import (
     bead_explain,
@@ -52,6 +51,7 @@ from convoys.serializers import (
     ConvoyDetailSerializer,
     ConvoySerializer,
     DependencyCreateSerializer,
+    DependencyRemoveResultSerializer,
     DependencySerializer,
     EventSerializer,
     MeSerializer,
@@ -779,7 +779,7 @@ class BeadDetailView(APIView):
         reason = body.pop("close_reason", "")
         with transaction.atomic():
             if body:
-                _bead_edit(bead, body)
+                services.bead_update(bead=bead, values=body)
             if to is not None and to != bead.status:
                 if to == Bead.Status.IN_PROGRESS:
                     raise ValidationError(
@@ -792,38 +792,6 @@ class BeadDetailView(APIView):
                 else:
                     services.bead_transition(bead=bead, to=to)
         return Response(self._detail(_bead(bead.pk)))
-
-
-def _bead_edit(bead: Bead, values: dict) -> None:
-    """Edit a bead's plain fields, with an event; a changed `defer_until` may make beads ready
-    (or not), so it goes through the services' unblocking check.
-
-    TODO(convoys.services): this belongs in a `bead_update` service; it uses the services'
-    private helpers until one exists."""
-    from convoys.services.beads import (
-        _bead_convoy_id,
-        _bead_repository_id,
-        _downstream,
-        _with_unblocking,
-    )
-
-    def change() -> None:
-        for name, value in values.items():
-            setattr(bead, name, value)
-        bead.full_clean(exclude=["short_id"], validate_unique=False)
-        bead.save(update_fields=[*values, "updated_at"])
-        event_append(
-            "bead.updated",
-            {"bead": bead.short_id, "title": bead.title, "fields": sorted(values)},
-            repository_id=_bead_repository_id(bead),
-            rig_id=bead.rig_id,
-            convoy_id=_bead_convoy_id(bead),
-        )
-
-    if "defer_until" in values and values["defer_until"] != bead.defer_until:
-        _with_unblocking(_downstream({bead.pk}, include_start=True), change, bead)
-    else:
-        change()
 
 
 @extend_schema(parameters=[BEAD_PATH])
@@ -891,6 +859,35 @@ class BeadDependencyView(APIView):
                 return error_response("cycle", message, status.HTTP_409_CONFLICT, "depends_on")
             raise
         return Response(DependencySerializer(dependency).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    parameters=[
+        BEAD_PATH,
+        OpenApiParameter(
+            "depends_on",
+            OpenApiTypes.STR,
+            OpenApiParameter.PATH,
+            description="the bead it depends on: id or short id (gt-…)",
+        ),
+    ]
+)
+class BeadDependencyDetailView(APIView):
+    """Drop the edge "this bead depends on that one" (any type). Answers the beads this made
+    ready (their rigs are told, as when a blocker closes); 404 when there is no such edge."""
+
+    @extend_schema(request=None, responses={200: DependencyRemoveResultSerializer})
+    def delete(self, request: Request, ref: str, depends_on: str) -> Response:
+        bead = _bead(ref)
+        _check_bead_write(request, bead)
+        other = _bead(depends_on)
+        try:
+            unblocked = services.bead_dependency_remove(bead=bead, depends_on=other)
+        except DjangoValidationError as exc:  # the only refusal: the edge is not there
+            message = " ".join(exc.messages)
+            return error_response("not_found", message, status.HTTP_404_NOT_FOUND, "depends_on")
+        result = {"bead": bead, "depends_on": other, "unblocked": unblocked}
+        return Response(DependencyRemoveResultSerializer(result).data)
 
 
 # --- notifications --------------------------------------------------------------------------------

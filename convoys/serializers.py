@@ -197,6 +197,12 @@ class DependencySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DependencyRemoveResultSerializer(serializers.Serializer):
+    bead = serializers.CharField(source="bead.short_id", read_only=True)
+    depends_on = serializers.CharField(source="depends_on.short_id", read_only=True)
+    unblocked = BeadSerializer(many=True, help_text="beads this removal made ready")
+
+
 # --- convoys ------------------------------------------------------------------------------------
 
 

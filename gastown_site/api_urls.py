@@ -74,6 +74,11 @@ urlpatterns = [
         convoys_api.BeadDependencyView.as_view(),
         name="bead-dependencies",
     ),
+    path(
+        "beads/<str:ref>/dependencies/<str:depends_on>/",
+        convoys_api.BeadDependencyDetailView.as_view(),
+        name="bead-dependency-detail",
+    ),
     # inbox
     path("notifications/", convoys_api.NotificationListView.as_view(), name="notification-list"),
     path(

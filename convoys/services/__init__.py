@@ -8,7 +8,7 @@ in the same transaction. The package re-exports every public service, so callers
   convoy_refresh_state, convoy_landing_merged, convoy_landing_retry, leg_land, leg_follow_rig,
   convoy_transition, leg_transition.
 - `convoys.services.beads`: bead_create, bead_dependency_add, bead_dependency_remove,
-  bead_claim (ClaimConflict), bead_close, bead_reopen, bead_transition.
+  bead_claim (ClaimConflict), bead_close, bead_reopen, bead_transition, bead_update.
 - `convoys.notifications`: notification_send, notification_ack.
 """
 
@@ -23,6 +23,7 @@ from convoys.services.beads import (
     bead_dependency_remove,
     bead_reopen,
     bead_transition,
+    bead_update,
 )
 from convoys.services.convoys import (
     convoy_cancel,
@@ -49,6 +50,7 @@ __all__ = [
     "bead_dependency_remove",
     "bead_reopen",
     "bead_transition",
+    "bead_update",
     "convoy_cancel",
     "convoy_create",
     "convoy_landing_merged",

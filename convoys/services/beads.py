@@ -236,6 +236,32 @@ def bead_transition(*, bead: Bead, to: str, **fields) -> Bead:
 
 
 @transaction.atomic
+def bead_update(*, bead: Bead, values: dict[str, Any]) -> Bead:
+    """Edit a bead's plain fields (title, description, priority, labels, defer_until...), with
+    an event. A changed `defer_until` may make beads ready, or not: it goes through the
+    unblocking check like a status change."""
+
+    def change() -> None:
+        for name, value in values.items():
+            setattr(bead, name, value)
+        bead.full_clean(exclude=["short_id"], validate_unique=False)
+        bead.save(update_fields=[*values, "updated_at"])
+        event_append(
+            "bead.updated",
+            {"bead": bead.short_id, "title": bead.title, "fields": sorted(values)},
+            repository_id=_bead_repository_id(bead),
+            rig_id=bead.rig_id,
+            convoy_id=_bead_convoy_id(bead),
+        )
+
+    if "defer_until" in values and values["defer_until"] != bead.defer_until:
+        _with_unblocking(_downstream({bead.pk}, include_start=True), change, bead)
+    else:
+        change()
+    return bead
+
+
+@transaction.atomic
 def bead_close(*, bead: Bead, reason: str = "") -> tuple[Bead, list[Bead]]:
     """Close a bead. Returns it and the beads it unblocked (their rigs are told right away)."""
     unblocked = _bead_move(bead, Bead.Status.CLOSED, close_reason=reason, closed_at=timezone.now())
