@@ -17,6 +17,7 @@ from django.utils import timezone
 from convoys.events import event_append, events_append_many
 from convoys.models import Event, Notification
 from convoys.selectors import rig_current_leg
+from convoys.signals import notifications_created
 from rigs.models import MergeRequest, Rig
 
 Severity = Notification.Severity
@@ -108,6 +109,7 @@ def notification_send(
         from convoys.webhooks import webhooks_enqueue
 
         webhooks_enqueue(notification)
+        notifications_created.send(sender=Notification, notifications=[notification])
 
     if severity in PUSHED_SEVERITIES.get(rig.notify_level, set()):
         if convoy_id is UNKNOWN:
@@ -206,6 +208,8 @@ def notifications_send_many(items: list[dict[str, Any]]) -> list[Notification]:
     from convoys.webhooks import webhooks_enqueue_many
 
     webhooks_enqueue_many(list(new.values()))
+    if new:
+        notifications_created.send(sender=Notification, notifications=list(new.values()))
     events = []
     for item, notification, created in results:
         rig = item["rig"]

@@ -278,6 +278,8 @@ GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", 
 GASTOWN_URL = os.environ.get("GASTOWN_URL", "http://127.0.0.1:8000").rstrip("/")
 GASTOWN_MAX_AGENTS = int(os.environ.get("GASTOWN_MAX_AGENTS") or os.cpu_count() or 2)
 GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
+# Launches of an idle agent because its rig was told to act, per leg, before a person is asked.
+GASTOWN_RUN_MAX_WAKES = int(os.environ.get("GASTOWN_RUN_MAX_WAKES", "3"))
 GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
 GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
 GASTOWN_RUN_LOG_DIR = Path(os.environ.get("GASTOWN_RUN_LOG_DIR") or DATA_DIR / "runs")

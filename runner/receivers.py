@@ -1,20 +1,15 @@
-"""Launches an agent when a convoy hands its rig a leg, and starts queued runs when their rig
-becomes ready (signals arrive inside the transaction that made the change)."""
+"""Launches an agent when a convoy hands its rig a leg or its rig is told to act while it is
+idle, and starts queued runs when their rig becomes ready (signals arrive inside the
+transaction that made the change)."""
 
-import logging
-
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.dispatch import receiver
 
-from convoys.events import event_append
-from convoys.signals import convoy_cancelled, leg_dispatched
+from convoys.signals import convoy_cancelled, leg_dispatched, notifications_created
 from rigs.models import Rig
 from rigs.signals import rig_state_changed
 from runner import services
 from runner.models import AgentRun
-
-logger = logging.getLogger(__name__)
 
 
 @receiver(leg_dispatched)
@@ -25,24 +20,21 @@ def on_leg_dispatched(sender, leg, rig, **kwargs) -> None:
         return
     if AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).exists():
         return  # the running agent reads the "assigned"/"unblocked" notification itself
-    try:
-        services.agent_run_request(
-            rig=rig,
-            leg=leg,
-            requested_by=f"convoy:{leg.convoy.slug}",
-            reason=f"leg {leg.key} of convoy '{leg.convoy.title}' handed to rig {rig.slug}",
-        )
-    except (ValidationError, services.RunConflict) as exc:
-        # e.g. the convoy's budget is spent: the dispatch stands and the convoy says why
-        why = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-        logger.warning("no agent launched for leg %s: %s", leg.pk, why)
-        event_append(
-            "run.refused",
-            {"rig": rig.id, "leg": leg.key, "agent": agent.name, "reason": why},
-            repository_id=rig.repository_id,
-            convoy_id=leg.convoy_id,
-            rig_id=rig.id,
-        )
+    services.agent_run_launch_for_leg(
+        rig=rig,
+        leg=leg,
+        requested_by=f"convoy:{leg.convoy.slug}",
+        reason=f"leg {leg.key} of convoy '{leg.convoy.title}' handed to rig {rig.slug}",
+    )
+
+
+@receiver(notifications_created)
+def on_notifications_created(sender, notifications, **kwargs) -> None:
+    """A rig told to act whose agent is idle gets it launched (after the commit, in a task:
+    a cascade tells a hundred rigs in one transaction)."""
+    rig_ids = sorted({n.rig_id for n in notifications if n.kind in services.WAKE_KINDS})
+    if rig_ids:
+        transaction.on_commit(lambda: services.wake_soon(rig_ids))
 
 
 @receiver(rig_state_changed)

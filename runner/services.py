@@ -6,6 +6,7 @@ ends succeeded, failed, stopped or cancelled. A failed run is restarted as a new
 backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
 """
 
+import logging
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,12 +20,13 @@ from django.utils import timezone
 from convoys.events import event_append
 from convoys.models import Convoy, Leg, Notification
 from convoys.notifications import notification_send
-from convoys.selectors import rig_current_leg
+from convoys.selectors import rig_current_leg, rigs_current_legs
 from rigs.models import Agent, Rig
 from rigs.statemachine import IllegalTransition, transition
 from runner.models import AgentRun
 from runner.usage import Usage
 
+logger = logging.getLogger(__name__)
 State = AgentRun.State
 # Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
 # `gt prime` (the agent's briefing); data never gets pasted into the command text.
@@ -50,6 +52,20 @@ RUNNABLE_RIG_STATES = (
 )
 # Rig states that mean "not yet": the run waits in the queue.
 PENDING_RIG_STATES = (Rig.State.REQUESTED, Rig.State.PROVISIONING)
+# A leg in these states needs its agent: not waiting for dependencies, not in the merge queue,
+# not done. An agent that exits while its leg is here is launched again to go on.
+LEG_NEEDS_AGENT = (Leg.State.READY, Leg.State.WORKING)
+# Notifications that ask a rig's agent to act: an idle agent is launched to act on them.
+WAKE_REQUESTER = "runner:wake"
+WAKE_KINDS = frozenset(
+    {
+        Notification.Kind.REBASE_NEEDED,
+        Notification.Kind.INTERFACE_CHANGED,
+        Notification.Kind.DEPENDENCIES_CHANGED,
+        Notification.Kind.GATE_FAILED,
+        Notification.Kind.MERGE_CONFLICTED,
+    }
+)
 
 
 class RunConflict(Exception):
@@ -247,36 +263,138 @@ def agent_run_exited(*, run: AgentRun, exit_code: int | None, reason: str = "") 
             why += f" ({described})"
     agent_run_transition(run=run, to=to, reason=why, exit_code=exit_code, finished_at=now)
     if to == State.FAILED:
-        _after_failure(run)
+        backoff = min(
+            MAX_BACKOFF_SECONDS, settings.GASTOWN_RUN_BACKOFF_SECONDS * 2 ** (run.attempt - 1)
+        )
+        _restart(run, run.reason, backoff, used_up=f"it failed {run.attempt} time(s)")
+    elif to == State.SUCCEEDED and (leg := _leg_needing_agent(run.leg_id)) is not None:
+        # It stopped before its work was done (an LLM session ends when the model stops):
+        # launched again, it picks up from its beads and inbox.
+        cause = f"it exited with leg {leg.key} still {leg.state}"
+        used_up = f"it ended {run.attempt} time(s) with leg {leg.key} not done"
+        _restart(run, cause, 0, used_up=used_up)
     transaction.on_commit(dispatch_soon)
     return run
 
 
-def _after_failure(run: AgentRun) -> None:
-    """Restart with exponential backoff, or escalate when the restarts are used up (or the
-    convoy's budget forbids a new launch)."""
+def _leg_needing_agent(leg_id: int | None) -> Leg | None:
+    if leg_id is None:
+        return None
+    leg = Leg.objects.select_related("convoy").get(pk=leg_id)
+    needed = leg.state in LEG_NEEDS_AGENT and leg.convoy.state in Convoy.ACTIVE_STATES
+    return leg if needed else None
+
+
+def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None:
+    """Launch the run again after ``backoff`` seconds (the same restart chain: at most
+    GASTOWN_RUN_MAX_RESTARTS), or escalate when the restarts are used up (``used_up`` says
+    how) or a new launch is refused (e.g. the convoy's budget is spent)."""
     limit = settings.GASTOWN_RUN_MAX_RESTARTS
+    if run.attempt > limit:
+        agent_run_escalate(run=run, why=used_up)
+        return
     rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
-    if run.attempt <= limit:
-        backoff = min(
-            MAX_BACKOFF_SECONDS, settings.GASTOWN_RUN_BACKOFF_SECONDS * 2 ** (run.attempt - 1)
+    try:
+        agent_run_request(
+            rig=rig,
+            requested_by="runner",
+            reason=f"restart {run.attempt} of {limit} after run {run.id}: {cause}",
+            leg=run.leg,
+            attempt=run.attempt + 1,
+            restart_of=run,
+            not_before=timezone.now() + timedelta(seconds=backoff) if backoff else None,
         )
-        try:
-            agent_run_request(
-                rig=rig,
-                requested_by="runner",
-                reason=f"restart {run.attempt} of {limit} after run {run.id}: {run.reason}",
-                leg=run.leg,
-                attempt=run.attempt + 1,
-                restart_of=run,
-                not_before=timezone.now() + timedelta(seconds=backoff),
-            )
-            return
-        except (ValidationError, RunConflict) as exc:
-            message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-            agent_run_escalate(run=run, why=f"it cannot be restarted: {message}")
-            return
-    agent_run_escalate(run=run, why=f"it failed {run.attempt} time(s)")
+    except (ValidationError, RunConflict) as exc:
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        agent_run_escalate(run=run, why=f"it cannot be restarted: {message}")
+
+
+def agent_run_launch_for_leg(
+    *, rig: Rig, leg: Leg, requested_by: str, reason: str
+) -> AgentRun | None:
+    """Launch the rig's agent for its leg, on the runner's own initiative. A refusal (the
+    convoy's budget is spent, the rig failed...) is not an error here: the convoy says why
+    with a `run.refused` event, and None is returned."""
+    try:
+        with transaction.atomic():
+            return agent_run_request(rig=rig, leg=leg, requested_by=requested_by, reason=reason)
+    except (ValidationError, RunConflict) as exc:
+        if isinstance(exc, RunConflict) and exc.code == "run_active":
+            return None  # launched meanwhile: that run reads the inbox
+        why = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        logger.warning("no agent launched in rig %s for leg %s: %s", rig.slug, leg.pk, why)
+        event_append(
+            "run.refused",
+            {"rig": rig.id, "leg": leg.key, "agent": rig.agent.name, "reason": why},
+            repository_id=rig.repository_id,
+            convoy_id=leg.convoy_id,
+            rig_id=rig.id,
+        )
+        return None
+
+
+def wake_soon(rig_ids: list[int]) -> None:
+    from runner.tasks import agent_runs_wake
+
+    agent_runs_wake.delay(rig_ids)
+
+
+def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
+    """Launch the idle agents of these rigs, told to act (an interface they use changed,
+    their merge conflicted...), so that someone acts on it. Left alone: a rig whose agent is
+    running (it reads its inbox), has no command, or has no leg that needs it; and one whose
+    notifications were acknowledged meanwhile. Returns the rigs whose agent was launched."""
+    busy = AgentRun.objects.filter(rig_id__in=rig_ids, state__in=AgentRun.ACTIVE_STATES)
+    idle = set(rig_ids) - set(busy.values_list("rig_id", flat=True))
+    legs = {
+        rig_id: leg
+        for rig_id, leg in rigs_current_legs(idle).items()
+        if leg.state in LEG_NEEDS_AGENT and leg.convoy.state in Convoy.ACTIVE_STATES
+    }
+    pending = (
+        Notification.objects.filter(rig_id__in=legs, acked_at__isnull=True, kind__in=WAKE_KINDS)
+        .order_by("rig_id", "-id")
+        .values_list("rig_id", "summary")
+    )
+    told: dict[int, list[str]] = {}
+    for rig_id, summary in pending:
+        told.setdefault(rig_id, []).append(summary)
+    woken = []
+    for rig in Rig.objects.filter(pk__in=told).select_related("agent").order_by("id"):
+        agent = rig.agent
+        if agent is None or not agent.is_active or not agent_runtime_command(agent):
+            continue
+        leg, summaries = legs[rig.id], told[rig.id]
+        if _wakes_used_up(rig, leg):
+            continue
+        reason = f"woken by {len(summaries)} unacknowledged notification(s): {summaries[0]}"
+        if agent_run_launch_for_leg(rig=rig, leg=leg, requested_by=WAKE_REQUESTER, reason=reason):
+            woken.append(rig.id)
+    return woken
+
+
+def _wakes_used_up(rig: Rig, leg: Leg) -> bool:
+    """An agent woken GASTOWN_RUN_MAX_WAKES times for its leg since anyone else launched it is
+    not woken again (an agent that cannot get past a failing gate would otherwise be launched
+    for every failure, for ever); a person is asked instead, once."""
+    runs = list(
+        AgentRun.objects.filter(rig=rig, leg=leg)
+        .exclude(requested_by="runner")  # restarts belong to the launch they restart
+        .order_by("-id")
+        .values_list("id", "requested_by")[: settings.GASTOWN_RUN_MAX_WAKES + 1]
+    )
+    wakes = 0
+    for _, requested_by in runs:
+        if requested_by != WAKE_REQUESTER:
+            break  # a person's or the convoy's launch starts the count again
+        wakes += 1
+    if wakes < settings.GASTOWN_RUN_MAX_WAKES:
+        return False
+    last = AgentRun.objects.select_related("agent", "rig").get(pk=runs[0][0])
+    if last.escalated_at is None:
+        why = f"it was woken {wakes} time(s) for leg {leg.key} and the leg is still not done"
+        agent_run_escalate(run=last, why=why)
+    return True
 
 
 @transaction.atomic

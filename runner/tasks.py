@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from runner import operations
+from runner import operations, services
 
 
 @shared_task
@@ -18,3 +18,8 @@ def agent_run_kill(run_id: int) -> None:
 @shared_task
 def agent_runs_supervise() -> dict[str, int]:
     return operations.agent_runs_supervise()
+
+
+@shared_task
+def agent_runs_wake(rig_ids: list[int]) -> list[int]:
+    return services.agent_runs_wake(rig_ids=rig_ids)

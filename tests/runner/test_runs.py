@@ -129,6 +129,44 @@ def test_convoy_handing_a_leg_launches_the_agent(ready_rig):
     assert "Leg only of convoy 'Paid work' is yours" in log
 
 
+@pytest.mark.runner_env(GASTOWN_RUN_MAX_RESTARTS="1")
+def test_an_agent_that_stops_early_goes_on_then_is_woken_when_told_to_act(ready_rig):
+    from convoys.notifications import notification_send
+
+    rig = ready_rig("gt inbox")  # exits 0 at once: the leg is not done
+    _convoy_on(rig)
+    first = wait_for(lambda: AgentRun.objects.filter(rig=rig).first(), 10, message="a run")
+    wait_run(first, S.SUCCEEDED)
+    again = wait_for(
+        lambda: AgentRun.objects.filter(restart_of=first).first(), 20, message="continuation"
+    )
+    assert again.attempt == 2 and "it exited with leg only still" in again.reason
+    wait_run(again, S.SUCCEEDED)
+    note = wait_for(
+        lambda: Notification.objects.filter(rig=rig, kind="escalation").first(), 20, message="ask"
+    )
+    assert "it ended 2 time(s) with leg only not done" in note.summary
+    assert AgentRun.objects.filter(rig=rig).count() == 2  # the restarts are used up
+
+    # Later its rig is told to act: the idle agent is launched, and reads what it was told.
+    notification_send(rig=rig, kind="base_moved", severity="info", summary="main moved")
+    notification_send(
+        rig=rig,
+        kind="interface_changed",
+        severity="warning",
+        summary="api: tokens are signed v2 now",
+        action="update the client",
+    )
+    woken = wait_for(
+        lambda: AgentRun.objects.filter(rig=rig, requested_by="runner:wake").first(),
+        20,
+        message="the agent woken",
+    )
+    assert woken.reason.startswith("woken by 1 unacknowledged notification(s): api: tokens")
+    wait_run(woken, S.SUCCEEDED)
+    assert "api: tokens are signed v2 now" in Path(woken.log_path).read_text()
+
+
 def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_user):
     rig = ready_rig("echo 'GT_USAGE input_tokens=1000 output_tokens=10 cost_usd=0.10'; exit 1")
     convoy = _convoy_on(rig, budget="0.05")
