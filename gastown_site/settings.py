@@ -186,6 +186,7 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile": {"task": "rigs.tasks.reconcile", "schedule": 600.0},
     "merge-queues": {"task": "rigs.tasks.merge_queues_kick", "schedule": 30.0},
     "supervise-agent-runs": {"task": "runner.tasks.agent_runs_supervise", "schedule": 10.0},
+    "prune-run-logs": {"task": "runner.tasks.agent_run_logs_prune", "schedule": 3600.0},
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
@@ -283,6 +284,9 @@ GASTOWN_RUN_MAX_WAKES = int(os.environ.get("GASTOWN_RUN_MAX_WAKES", "3"))
 GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
 GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
 GASTOWN_RUN_LOG_DIR = Path(os.environ.get("GASTOWN_RUN_LOG_DIR") or DATA_DIR / "runs")
+# Output kept per run log (head, then tail; 0: all) and how long logs are kept (0: for ever).
+GASTOWN_RUN_LOG_MAX_BYTES = int(os.environ.get("GASTOWN_RUN_LOG_MAX_BYTES", str(50 * 1024**2)))
+GASTOWN_RUN_LOG_RETENTION_DAYS = float(os.environ.get("GASTOWN_RUN_LOG_RETENTION_DAYS", "30"))
 
 LOGGING = {
     "version": 1,

@@ -21,9 +21,11 @@ def main(run_id: int) -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import close_old_connections
 
     from runner import process, services
+    from runner.logs import CappedLog
     from runner.models import AgentRun
     from runner.usage import Usage, usage_parse
 
@@ -40,16 +42,17 @@ def main(run_id: int) -> int:
         worktree=rig.worktree_path,
         branch=rig.branch,
     )
-    log = open(run.log_path, "ab", buffering=0)  # noqa: SIM115  (open for the run's life)
+    log = CappedLog(run.log_path, settings.GASTOWN_RUN_LOG_MAX_BYTES)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    log.write(
+    log.note(
         f"# gastown: run {run.id} (attempt {run.attempt}) of agent {run.agent.name} in "
-        f"{rig.worktree_path} at {started}\n# $ {run.command}\n".encode()
+        f"{rig.worktree_path} at {started}\n# $ {run.command}\n"
     )
     try:
         child = process.agent_spawn(run.command, cwd=rig.worktree_path, env=env)
     except OSError as exc:
-        log.write(f"# gastown: cannot start: {exc}\n".encode())
+        log.note(f"# gastown: cannot start: {exc}\n")
+        log.close()
         services.agent_run_exited(run=run, exit_code=127, reason=f"cannot start: {exc}")
         return 1
 
@@ -99,8 +102,7 @@ def main(run_id: int) -> int:
     close_old_connections()
     if totals.minus(reported):
         services.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
-    log.write(f"# gastown: {services.exit_description(exit_code)}\n".encode())
-    log.close()
+    log.close(f"# gastown: {services.exit_description(exit_code)}\n")
     run.refresh_from_db()
     services.agent_run_exited(run=run, exit_code=exit_code)
     return 0

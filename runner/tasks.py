@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from runner import operations, services
+from runner import logs, operations, services
 
 
 @shared_task
@@ -23,3 +23,8 @@ def agent_runs_supervise() -> dict[str, int]:
 @shared_task
 def agent_runs_wake(rig_ids: list[int]) -> list[int]:
     return services.agent_runs_wake(rig_ids=rig_ids)
+
+
+@shared_task
+def agent_run_logs_prune() -> int:
+    return len(logs.run_logs_prune())

@@ -37,6 +37,24 @@ def test_run_succeeds_in_its_worktree_with_its_environment_and_log(ready_rig):
     wait_for(lambda: not process.run_processes(run.id), 10, message="supervisor gone")
 
 
+@pytest.mark.runner_env(GASTOWN_RUN_LOG_MAX_BYTES="20000")
+def test_a_flood_of_output_keeps_the_log_bounded_and_its_usage_counted(ready_rig):
+    rig = ready_rig(
+        'echo first-line; i=0; while [ $i -lt 3000 ]; do echo "line $i of a chatty agent"; '
+        "i=$((i+1)); done; echo 'GT_USAGE input_tokens=7 output_tokens=3 cost_usd=0.01'"
+    )
+    run = services.agent_run_request(rig=rig, requested_by="test")
+    wait_run(run, S.SUCCEEDED)
+    log = Path(run.log_path).read_text()
+    assert len(log) < 20_000 + 5_000 + 1_000  # the head, the tail and Gas Town's own lines
+    assert "first-line" in log and "line 10 of a chatty agent" in log
+    assert "the log limit of 20000 bytes is reached" in log
+    assert "line 2999 of a chatty agent\nGT_USAGE" in log  # the tail
+    assert "line 1500 of a chatty agent" not in log
+    assert log.endswith("# gastown: exited with code 0\n")
+    assert run.cost_usd == Decimal("0.01")  # output left out of the log is still read
+
+
 def test_crashing_command_is_restarted_then_escalated(ready_rig):
     rig = ready_rig("echo boom; exit 3")
     first = services.agent_run_request(rig=rig, requested_by="test")
