@@ -16,13 +16,19 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: 
     raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
 
 
-def wait_rig_state(rig: Rig, *states: str, timeout: float = 60.0) -> Rig:
-    def check():
-        rig.refresh_from_db()
-        return rig.state in states
+def wait_state(obj, *states: str, timeout: float = 60.0, name: str = ""):
+    """Refresh a model object until its `state` is one of `states`; returns it."""
 
-    wait_for(check, timeout, message=f"rig {rig.slug} to reach {states} (is {rig.state})")
-    return rig
+    def check():
+        obj.refresh_from_db()
+        return obj.state in states
+
+    wait_for(check, timeout, message=f"{name or obj} to reach {states} (is {obj.state})")
+    return obj
+
+
+def wait_rig_state(rig: Rig, *states: str, timeout: float = 60.0) -> Rig:
+    return wait_state(rig, *states, timeout=timeout, name=f"rig {rig.slug}")
 
 
 def commit_file(worktree: Path, name: str, content: str, message: str = "change") -> str:

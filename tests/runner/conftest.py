@@ -13,7 +13,7 @@ from runner import process
 from runner.models import AgentRun
 from tests.api.conftest import make_agent, make_person, operator, viewer  # noqa: F401
 from tests.conftest import worker_process
-from tests.rigs.helpers import register, wait_for, wait_rig_state
+from tests.rigs.helpers import register, wait_rig_state, wait_state
 
 DEFAULT_ENV = {
     "GASTOWN_MAX_AGENTS": "4",
@@ -76,9 +76,4 @@ def ready_rig(git_repo, runner_worker):
 
 
 def wait_run(run: AgentRun, *states: str, timeout: float = 60.0) -> AgentRun:
-    def check():
-        run.refresh_from_db()
-        return run.state in states
-
-    wait_for(check, timeout, message=f"run {run.id} to reach {states} (is {run.state})")
-    return run
+    return wait_state(run, *states, timeout=timeout, name=f"run {run.id}")
