@@ -14,9 +14,7 @@ from runner.models import AgentRun
 
 @receiver(leg_dispatched)
 def on_leg_dispatched(sender, leg, rig, **kwargs) -> None:
-    agent = rig.agent
-    # An agent without a runtime command calls in by itself: nothing to launch.
-    if agent is None or not agent.is_active or not services.agent_runtime_command(agent):
+    if not services.agent_launchable(rig.agent):
         return
     if AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).exists():
         return  # the running agent reads the "assigned"/"unblocked" notification itself

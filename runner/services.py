@@ -80,6 +80,11 @@ def agent_runtime_command(agent: Agent) -> str:
     return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
 
 
+def agent_launchable(agent: Agent | None) -> bool:
+    """The runner launches only agents it can run; the others call in by themselves."""
+    return agent is not None and agent.is_active and bool(agent_runtime_command(agent))
+
+
 def convoy_budget_message(convoy: Convoy) -> str:
     return (
         f"convoy '{convoy.title}' reached its budget: ${convoy.spent_usd:.2f} spent of "
@@ -361,8 +366,7 @@ def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
         told.setdefault(rig_id, []).append(summary)
     woken = []
     for rig in Rig.objects.filter(pk__in=told).select_related("agent").order_by("id"):
-        agent = rig.agent
-        if agent is None or not agent.is_active or not agent_runtime_command(agent):
+        if not agent_launchable(rig.agent):
             continue
         leg, summaries = legs[rig.id], told[rig.id]
         if _wakes_used_up(rig, leg):
@@ -376,7 +380,9 @@ def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
 def _wakes_used_up(rig: Rig, leg: Leg) -> bool:
     """An agent woken GASTOWN_RUN_MAX_WAKES times for its leg since anyone else launched it is
     not woken again (an agent that cannot get past a failing gate would otherwise be launched
-    for every failure, for ever); a person is asked instead, once."""
+    for every failure, for ever); a person is asked instead, once. 0: never woken."""
+    if settings.GASTOWN_RUN_MAX_WAKES <= 0:
+        return True
     runs = list(
         AgentRun.objects.filter(rig=rig, leg=leg)
         .exclude(requested_by="runner")  # restarts belong to the launch they restart

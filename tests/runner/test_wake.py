@@ -179,6 +179,15 @@ def test_wakes_are_bounded_per_leg_then_a_person_is_asked(settings):
     assert wake_and_finish("gate failed 5") == [rig.id]
 
 
+def test_no_wakes_at_all_when_the_limit_is_zero(settings):
+    settings.GASTOWN_RUN_MAX_WAKES = 0
+    rig, _ = working_rig()
+    tell(rig)
+    assert services.agent_runs_wake(rig_ids=[rig.id]) == []
+    assert not AgentRun.objects.exists()
+    assert not Notification.objects.filter(kind="escalation").exists()
+
+
 def test_a_refused_wake_says_why_on_the_convoy():
     rig, leg = working_rig()
     Convoy.objects.filter(pk=leg.convoy_id).update(budget_usd="1.00", spent_usd="1.00")
