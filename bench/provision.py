@@ -220,7 +220,7 @@ def profile_provision(repository, tag: str, n: int, scope: list[str] | None, use
     every git command, every query and every broadcast. Worktrees are left for the caller."""
     from django.db import connection
 
-    from convoys import events
+    from events import services as events
     from rigs import git as rigs_git
     from rigs import operations, services
 

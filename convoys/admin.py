@@ -1,19 +1,19 @@
 from django.contrib import admin
 from django.db.models import Count, Q
 
+from common.admin import run_service_action
 from convoys import services, webhooks
 from convoys.models import (
     Bead,
     BeadDependency,
     Convoy,
-    Event,
     Leg,
     LegDependency,
     Notification,
     Webhook,
     WebhookDelivery,
 )
-from rigs.admin import RigAdmin, run_service_action
+from rigs.admin import RigAdmin
 from rigs.models import Rig
 
 
@@ -196,23 +196,6 @@ class NotificationAdmin(admin.ModelAdmin):
         run_service_action(
             self, request, queryset, lambda n: services.notification_ack(notification=n), "Acked"
         )
-
-
-@admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "repository_id", "convoy_id", "rig_id", "created_at"]
-    list_filter = ["kind"]
-    search_fields = ["kind"]
-    readonly_fields = ["kind", "payload", "repository", "convoy", "rig", "created_at"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # the log is append-only
 
 
 class BeadInline(admin.TabularInline):

@@ -2,7 +2,7 @@
 beads, a rig's merge request, notifications and the event log.
 
 Views check who may act on which object, call one service (or a selector) and shape the
-answer; the services hold the rules and raise errors that gastown_site.api_errors maps to
+answer; the services hold the rules and raise errors that common.api maps to
 statuses (409 for conflicts, 400 naming the field for bad input).
 """
 
@@ -23,11 +23,11 @@ from rest_framework import generics, pagination, renderers, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from common.api import error_response
 from convoys import services
-from convoys.models import Bead, BeadDependency, Convoy, Event, Leg, LegDependency, Notification
+from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency, Notification
 from convoys.selectors import (
     bead_explain,
     beads_list,
@@ -53,11 +53,9 @@ from convoys.serializers import (
     DependencyCreateSerializer,
     DependencyRemoveResultSerializer,
     DependencySerializer,
-    EventSerializer,
     MeSerializer,
     NotificationSerializer,
 )
-from gastown_site.api_errors import error_response
 from rigs.api import IdFilter
 from rigs.auth import calling_agent
 from rigs.models import Agent, Repository, Rig
@@ -1034,93 +1032,3 @@ class NotificationAckAllView(APIView):
                 services.notification_ack(notification=notification)
                 acked += 1
         return Response({"acked": acked})
-
-
-# --- events ---------------------------------------------------------------------------------------
-
-
-class AfterIdPagination(pagination.BasePagination):
-    """Keyset pages for an append-only log: `?after=<last id seen>&limit=`; `next` carries the
-    last id of this page (no count: the log only grows)."""
-
-    default_limit = 100
-    max_limit = 1000
-
-    def paginate_queryset(self, queryset, request, view=None):
-        self.request = request
-        after = _id(request.query_params, "after") or 0
-        limit_text = request.query_params.get("limit", "").strip()
-        if limit_text and not (limit_text.isascii() and limit_text.isdigit()):
-            raise ValidationError({"limit": f"'{limit_text}' is not a positive integer."})
-        limit = min(int(limit_text or self.default_limit) or self.default_limit, self.max_limit)
-        rows = list(queryset.filter(id__gt=after).order_by("id")[: limit + 1])
-        self.has_more = len(rows) > limit
-        self.page = rows[:limit]
-        self.last_id = self.page[-1].id if self.page else after
-        return self.page
-
-    def get_paginated_response(self, data) -> Response:
-        url = self.request.build_absolute_uri()
-        next_url = replace_query_param(url, "after", self.last_id) if self.has_more else None
-        return Response({"next": next_url, "last_id": self.last_id, "results": data})
-
-    def get_paginated_response_schema(self, schema: dict) -> dict:
-        return {
-            "type": "object",
-            "required": ["next", "last_id", "results"],
-            "properties": {
-                "next": {"type": "string", "format": "uri", "nullable": True},
-                "last_id": {"type": "integer", "description": "send it back as ?after="},
-                "results": schema,
-            },
-        }
-
-    def get_schema_operation_parameters(self, view) -> list[dict]:
-        return [
-            {
-                "name": "after",
-                "in": "query",
-                "required": False,
-                "description": "only events with a larger id (the last one you saw)",
-                "schema": {"type": "integer", "minimum": 1},
-            },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "description": f"at most this many (default {self.default_limit}, "
-                f"max {self.max_limit})",
-                "schema": {"type": "integer", "minimum": 0},
-            },
-        ]
-
-
-@extend_schema(
-    parameters=[
-        *(
-            OpenApiParameter(n, OpenApiTypes.INT, description=f"only this {n}'s events")
-            for n in ("convoy", "rig", "repository")
-        ),
-        OpenApiParameter("kind", OpenApiTypes.STR, description="only this kind (`bead.status`)"),
-    ]
-)
-class EventListView(generics.ListAPIView):
-    """The event log in id order, for replay: `?after=<last id you saw>`."""
-
-    serializer_class = EventSerializer
-    pagination_class = AfterIdPagination
-    filter_backends: list = []
-
-    def get_queryset(self):
-        params = self.request.query_params
-        qs = Event.objects.all()
-        for name in ("convoy", "rig", "repository"):
-            value = _id(params, name)
-            if value is not None:
-                qs = qs.filter(**{f"{name}_id": value})
-        kind = params.get("kind", "").strip()
-        if "\x00" in kind:
-            raise ValidationError({"kind": "null characters are not allowed."})
-        if kind:
-            qs = qs.filter(kind=kind[:60])
-        return qs

@@ -381,56 +381,6 @@ class Notification(models.Model):
         return f"{self.rig}: {self.summary}"
 
 
-class Event(models.Model):
-    """One row of the append-only event log: drives the live board and replays missed updates."""
-
-    kind = models.CharField(max_length=60)
-    payload = models.JSONField(default=dict, blank=True)
-    repository = models.ForeignKey(
-        Repository,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-    )
-    convoy = models.ForeignKey(
-        Convoy,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-    )
-    rig = models.ForeignKey(
-        Rig,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-    )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["id"]
-        indexes = [
-            models.Index(fields=["convoy", "id"], name="event_convoy"),
-            models.Index(fields=["rig", "id"], name="event_rig"),
-        ]
-
-    def __str__(self) -> str:
-        return f"#{self.pk} {self.kind}"
-
-    def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
-            raise ValueError("Events are append-only: an event cannot be changed.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise ValueError("Events are append-only: an event cannot be deleted.")
-
-
 class Webhook(models.Model):
     """An outgoing webhook: a repository's cascades, signed with HMAC-SHA256, for people who
     want them in Slack or CI."""

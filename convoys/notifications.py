@@ -14,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from convoys.events import event_append, events_append_many
-from convoys.models import Event, Notification
+from convoys.models import Notification
 from convoys.selectors import rig_current_leg
 from convoys.signals import notifications_created
+from events.models import Event
+from events.services import event_append, events_append_many
 from rigs.models import MergeRequest, Rig
 
 Severity = Notification.Severity

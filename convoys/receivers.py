@@ -11,9 +11,9 @@ from django.db.models import Q
 from django.dispatch import receiver
 
 from convoys import cascades, services
-from convoys.events import event_append
 from convoys.models import Convoy, Leg
 from convoys.selectors import leg_merge_target, rig_current_leg
+from events.services import event_append
 from rigs import signals
 from rigs.models import MergeRequest
 

@@ -14,29 +14,14 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from convoys.models import Bead, BeadDependency, Convoy, Event, Leg, LegDependency
+from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
 from rigs.models import MergeRequest, Rig
-
-REPLAY_LIMIT = 1000
 
 BLOCKS = BeadDependency.Type.BLOCKS
 PARENT_CHILD = BeadDependency.Type.PARENT_CHILD
 NOT_CLOSED = [s for s in Bead.Status.values if s != Bead.Status.CLOSED]
 # A rig in one of these states will not move its leg forward without help.
 DEAD_RIG_STATES = (Rig.State.FAILED, Rig.State.ARCHIVED)
-
-
-def events_after(*, after: int, groups: list[str], limit: int = REPLAY_LIMIT) -> QuerySet[Event]:
-    """Events newer than `after` that belong to any of `groups` (for replay on reconnect)."""
-    qs = Event.objects.filter(id__gt=after).order_by("id")
-    if "board" not in groups:
-        condition = Q(pk__in=[])
-        for group in groups:
-            kind, _, ident = group.partition(".")
-            if ident.isdigit() and kind in ("convoy", "rig", "repository"):
-                condition |= Q(**{f"{kind}_id": int(ident)})
-        qs = qs.filter(condition)
-    return qs[:limit]
 
 
 # --- Beads: ready ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from convoys.models import Bead, BeadDependency, Convoy, Event, Notification
+from convoys.models import Bead, BeadDependency, Convoy, Notification
 from rigs.serializers import AgentSerializer
 
 MAX_ID = 2**63 - 1
@@ -394,13 +394,6 @@ class AckAllSerializer(serializers.Serializer):
 
 class AckAllResultSerializer(serializers.Serializer):
     acked = serializers.IntegerField()
-
-
-class EventSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Event
-        fields = ["id", "kind", "payload", "repository", "convoy", "rig", "created_at"]
-        read_only_fields = fields
 
 
 # --- me -------------------------------------------------------------------------------------------

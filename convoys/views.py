@@ -21,27 +21,19 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from common.errors import Refusal, error_text
 from convoys import board, services
 from convoys.models import Convoy, Notification
 from rigs import services as rig_services
 from rigs.models import Agent, Repository, Rig
 from rigs.permissions import is_operator
-from rigs.statemachine import IllegalTransition, StaleState
 from runner import services as run_services
 from runner.models import AgentRun
 
 S = Convoy.State
-# Refusals a person can act on: shown as the reason, with 409 (400 for bad input).
-REFUSALS = (
-    IllegalTransition,
-    StaleState,
-    rig_services.TeardownRefused,
-    rig_services.MergeInProgress,
-    run_services.RunConflict,
-)
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """A move the board itself refuses (e.g. dragging into a derived column)."""
 
 
@@ -54,17 +46,6 @@ def _page(
 
 def _wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        if hasattr(exc, "error_dict"):
-            return "; ".join(
-                f"{name}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
-                for name, msgs in exc.message_dict.items()
-            )
-        return " ".join(exc.messages)
-    return str(exc)
 
 
 def _back(request: HttpRequest, default: str) -> str:
@@ -88,9 +69,9 @@ def _act(
         raise PermissionDenied("Only operators may do this.")
     try:
         message = action()
-    except (ValidationError, Refused, *REFUSALS) as exc:
-        status = 400 if isinstance(exc, ValidationError) else 409
-        text = _error_text(exc)
+    except (ValidationError, Refusal) as exc:
+        status = 400 if isinstance(exc, ValidationError) else exc.status
+        text = error_text(exc)
         if _wants_json(request):
             extra = refused_extra() if refused_extra else {}
             return JsonResponse({"error": {"message": text}, **extra}, status=status)

@@ -6,6 +6,7 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
 from convoys import api as convoys_api
+from events import api as events_api
 from rigs import api as rigs_api
 from runner import api as runner_api
 
@@ -92,7 +93,7 @@ urlpatterns = [
         name="notification-ack",
     ),
     # the event log
-    path("events/", convoys_api.EventListView.as_view(), name="event-list"),
+    path("events/", events_api.EventListView.as_view(), name="event-list"),
     # the CLI
     path("cli/gt", rigs_api.CliDownloadView.as_view(), name="cli-gt"),
     # last: anything else is the API's 404

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from convoys import consumers
+from events import consumers
 
 websocket_urlpatterns = [
     path("ws/events/", consumers.EventConsumer.as_asgi()),

@@ -6,6 +6,7 @@ both under the data dir). `DATABASE_URL` and `REDIS_URL` select PostgreSQL and R
 
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -79,6 +80,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "common",
+    "events",
     "rigs",
     "convoys",
     "runner",
@@ -222,7 +225,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rigs.permissions.HasRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "gastown_site.api_errors.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rigs.auth.TokenRateThrottle"],
     # Per token (per user for sessions) and per address for anonymous calls. An agent polling
@@ -232,7 +235,7 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("GASTOWN_API_ANON_RATE", "120/min"),
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "gastown_site.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "common.api.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -254,7 +257,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "gastown_site.api_errors.add_error_responses",
+        "common.api.add_error_responses",
     ],
     "ENUM_NAME_OVERRIDES": {
         "RigStateEnum": "rigs.models.RigState",
@@ -276,6 +279,12 @@ GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SE
 GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", "120"))
 
 # Agent runs: where agents reach the API, how many run at once on this machine, restarts.
+# Agents, gates and setup commands run inside bubblewrap unless this is `none` (docs/runner.md).
+GASTOWN_SANDBOX = os.environ.get("GASTOWN_SANDBOX") or ("bwrap" if shutil.which("bwrap") else "none")
+if GASTOWN_SANDBOX not in ("bwrap", "none"):
+    raise ImproperlyConfigured(f"GASTOWN_SANDBOX must be bwrap or none, not {GASTOWN_SANDBOX!r}")
+# Who may read which events (events.access asks this module).
+GASTOWN_EVENT_ACCESS = "convoys.event_access"
 GASTOWN_URL = os.environ.get("GASTOWN_URL", "http://127.0.0.1:8000").rstrip("/")
 GASTOWN_MAX_AGENTS = int(os.environ.get("GASTOWN_MAX_AGENTS") or os.cpu_count() or 2)
 GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))

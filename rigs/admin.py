@@ -5,34 +5,9 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html
 
+from common.admin import run_service_action
 from rigs import services
 from rigs.models import Agent, ApiToken, MergeRequest, Repository, Rig
-from rigs.statemachine import IllegalTransition, StaleState
-
-
-def run_service_action(
-    modeladmin, request, queryset, action, verb: str, refusals: tuple[type, ...] = ()
-) -> None:
-    """Apply a service to each selected object, reporting refusals instead of failing.
-    `refusals`: more exception types that mean "refused" (other apps' services)."""
-    done = 0
-    for obj in queryset:
-        try:
-            action(obj)
-            done += 1
-        except (
-            IllegalTransition,
-            StaleState,
-            ValueError,
-            ValidationError,
-            services.TeardownRefused,
-            services.MergeInProgress,
-            *refusals,
-        ) as exc:
-            text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            modeladmin.message_user(request, f"{obj}: {text}", messages.ERROR)
-    if done:
-        modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
 
 
 def show_token_once(modeladmin, request, owner: str, token: str) -> None:

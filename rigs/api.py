@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gastown_site.api_errors import error_response
+from common.api import error_response
 from rigs import services
 from rigs.auth import calling_agent
 from rigs.models import Agent, MergeRequest, Repository, Rig
@@ -154,7 +154,7 @@ class RigTeardownView(RigActionView):
         rig = self.get_rig(request, pk)
         body = TeardownSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        # TeardownRefused (work would be lost) is a 409 `lost_work` (gastown_site.api_errors).
+        # TeardownRefused (work would be lost) is a 409 `lost_work` (common.api).
         services.rig_teardown_request(
             rig=rig, force=body.validated_data["force"], requested_by=str(request.user)
         )

@@ -23,9 +23,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.statemachine import StaleState
 from rigs import git, paths, services
 from rigs.models import MergeQueueLease, MergeRequest, Repository
-from rigs.statemachine import StaleState
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from common.statemachine import StaleState
 from rigs import git, paths, services
 from rigs.models import Repository, Rig
-from rigs.statemachine import StaleState
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,18 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.errors import Refusal
+from common.statemachine import StaleState, transition
 from rigs import paths, signals
 from rigs.models import Agent, MergeRequest, Repository, Rig
-from rigs.statemachine import StaleState, transition
 from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
 
-class TeardownRefused(Exception):
+class TeardownRefused(Refusal):
     """Tearing down would lose work (unmerged commits or uncommitted changes)."""
+
+    code = "lost_work"
+    field = "force"
 
 
 def _full_clean(obj, **kwargs) -> None:
@@ -381,8 +385,11 @@ def merge_request_cancel(*, merge_request: MergeRequest, reason: str = "cancelle
     )
 
 
-class MergeInProgress(Exception):
+class MergeInProgress(Refusal):
     """A merge of this branch is being checked or gated right now."""
+
+    code = "merge_in_progress"
+    field = "rig"
 
 
 @transaction.atomic

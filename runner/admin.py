@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
+from common.admin import run_service_action
 from convoys.admin import RigWithBeadsAdmin
-from rigs.admin import run_service_action
 from rigs.models import Rig
 from runner import selectors, services
 from runner.models import AgentRun
@@ -47,7 +47,6 @@ class AgentRunAdmin(admin.ModelAdmin):
             queryset,
             lambda run: services.agent_run_stop(run=run, requested_by=who),
             "Stopping",
-            refusals=(services.RunConflict,),
         )
 
     @admin.display(description="Log (tail)")
@@ -86,5 +85,4 @@ class RigWithRunsAdmin(RigWithBeadsAdmin):
                 rig=rig, requested_by=who, reason=f"launched by {who} (admin)"
             ),
             "Launched the agent of",
-            refusals=(services.RunConflict,),
         )

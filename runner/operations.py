@@ -1,7 +1,7 @@
 """Process-side bodies of the runner's tasks: start queued runs, stop runs, watch live ones.
 
 They run on the machine that holds the worktrees (a Celery worker there), combine the
-database (services) with processes (runner.process), and are idempotent.
+database (services) with processes (common.process), and are idempotent.
 """
 
 import logging
@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from common import process
+from common.statemachine import StaleState
 from rigs.models import hash_token
-from rigs.statemachine import StaleState
-from runner import process, services
+from runner import services
 from runner.models import AgentRun
 
 logger = logging.getLogger(__name__)

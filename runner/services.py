@@ -17,12 +17,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from convoys.events import event_append
+from common.errors import Refusal
+from common.statemachine import IllegalTransition, transition
 from convoys.models import Convoy, Leg, Notification
 from convoys.notifications import notification_send
 from convoys.selectors import rig_current_leg, rigs_current_legs
+from events.services import event_append
 from rigs.models import Agent, Rig
-from rigs.statemachine import IllegalTransition, transition
 from runner.models import AgentRun
 from runner.usage import Usage
 
@@ -68,12 +69,13 @@ WAKE_KINDS = frozenset(
 )
 
 
-class RunConflict(Exception):
+class RunConflict(Refusal):
     """The run cannot be launched or changed now (409): `code` says why."""
 
+    field = "rig"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def agent_runtime_command(agent: Agent) -> str:

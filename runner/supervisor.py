@@ -24,7 +24,8 @@ def main(run_id: int) -> int:
     from django.conf import settings
     from django.db import close_old_connections
 
-    from runner import process, services
+    from common import process
+    from runner import services
     from runner.logs import CappedLog
     from runner.models import AgentRun
     from runner.usage import Usage, usage_parse

@@ -3,7 +3,8 @@
 import itertools
 
 from convoys.beads import bead_short_id_new
-from convoys.models import Bead, Convoy, Event, Leg, Notification
+from convoys.models import Bead, Convoy, Leg, Notification
+from events.models import Event
 from rigs.models import Agent, MergeRequest, Repository, Rig
 
 _seq = itertools.count(1)
@@ -73,5 +74,9 @@ def notification(**kw) -> Notification:
 
 
 def event(**kw) -> Event:
+    """An event row as a service would append it (objects given for rig/convoy/repository)."""
     kw.setdefault("kind", "test")
+    for name in ("rig", "convoy", "repository"):
+        if name in kw:
+            kw[f"{name}_id"] = kw.pop(name).pk
     return Event.objects.create(**kw)

@@ -5,7 +5,8 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from convoys.models import Bead, Event, Notification, Webhook, WebhookDelivery
+from convoys.models import Bead, Notification, Webhook, WebhookDelivery
+from events.models import Event
 from rigs.models import Agent, ApiToken, MergeRequest, hash_token
 from tests import factories
 
@@ -35,7 +36,11 @@ def populated():
 
 
 def registered_models():
-    return [model for model in admin.site._registry if model._meta.app_label in ("rigs", "convoys")]
+    return [
+        model
+        for model in admin.site._registry
+        if model._meta.app_label in ("rigs", "convoys", "events")
+    ]
 
 
 def test_every_domain_model_is_registered():
@@ -98,7 +103,7 @@ def test_changelist_search_and_filters(admin_client, populated):
 
 def test_events_are_read_only_in_admin(admin_client, populated):
     event = Event.objects.first()
-    url = reverse("admin:convoys_event_delete", args=[event.pk])
+    url = reverse("admin:events_event_delete", args=[event.pk])
     assert admin_client.post(url, {"post": "yes"}).status_code == 403
     assert Event.objects.filter(pk=event.pk).exists()
 

@@ -7,7 +7,10 @@ import urllib.request
 import pytest
 from django.db import transaction
 
-from convoys.events import event_append
+from events.kinds import kind_register
+from events.services import event_append
+
+kind_register("test.ping", "a test event")
 
 
 def test_asgi_server_serves_pages_and_live_events(asgi_server, admin_user):

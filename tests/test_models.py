@@ -1,7 +1,8 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from convoys.models import Bead, BeadDependency, Event, LegDependency, Notification
+from convoys.models import Bead, BeadDependency, LegDependency, Notification
+from events.models import Event
 from rigs.models import Agent, MergeRequest, Rig, hash_token
 from tests import factories
 

@@ -2,15 +2,15 @@ import itertools
 
 import pytest
 
-from convoys.models import Bead, Convoy, Leg
-from rigs.models import MergeRequest, Rig
-from rigs.statemachine import (
+from common.statemachine import (
     IllegalTransition,
     StaleState,
     check_transition,
     state_field,
     transition,
 )
+from convoys.models import Bead, Convoy, Leg
+from rigs.models import MergeRequest, Rig
 from tests import factories
 
 MODELS = [Rig, MergeRequest, Convoy, Leg, Bead]

@@ -11,25 +11,36 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.errors import Refusal
+from common.statemachine import transition
 from convoys.beads import bead_short_id_new
-from convoys.events import event_append
 from convoys.models import Bead, BeadDependency, Convoy, Leg, Notification
 from convoys.notifications import notification_send
 from convoys.selectors import bead_explain, beads_ready
+from events.services import event_append
 from rigs.models import Agent, MergeRequest, Repository, Rig
-from rigs.statemachine import transition
 
 Kind = Notification.Kind
 Severity = Notification.Severity
 
 
-class ClaimConflict(Exception):
-    """Someone else holds the bead, or it cannot be claimed now (the API answers 409)."""
+class ClaimConflict(Refusal):
+    """Someone else holds the bead (`claimed`), or it cannot be claimed now (`not_ready`)."""
 
     def __init__(self, message: str, *, bead: Bead, holder: Agent | None = None) -> None:
-        super().__init__(message)
+        if holder is not None:
+            super().__init__(message, code="claimed", field="assignee")
+        else:
+            super().__init__(message, code="not_ready", field="status")
         self.bead = bead
         self.holder = holder
+
+
+class DependencyCycle(Refusal):
+    """The new dependency would close a cycle (named by short ids)."""
+
+    code = "cycle"
+    field = "depends_on"
 
 
 BLOCKING_TYPES = tuple(str(t) for t in BeadDependency.BLOCKING_TYPES)
@@ -345,10 +356,7 @@ def bead_dependency_add(
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_BEAD_GRAPH_LOCK])
         path = bead_dependency_path(start=depends_on, goal=bead)
         if path is not None:
-            raise ValidationError(
-                {"depends_on": f"dependency cycle: {_cycle_text([bead.pk, *path])}."},
-                code="cycle",
-            )
+            raise DependencyCycle(f"dependency cycle: {_cycle_text([bead.pk, *path])}.")
     dependency = BeadDependency.objects.create(bead=bead, depends_on=depends_on, type=type)
     event_append(
         "bead.dependency_added",

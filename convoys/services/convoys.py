@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from convoys.events import event_append
+from common.statemachine import IllegalTransition, transition
 from convoys.models import Bead, Convoy, Leg, LegDependency, Notification
 from convoys.notifications import notification_send
 from convoys.selectors import (
@@ -32,9 +32,9 @@ from convoys.services.legs_input import (
     unique_slug,
 )
 from convoys.signals import convoy_cancelled, leg_dispatched
+from events.services import event_append
 from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
-from rigs.statemachine import IllegalTransition, transition
 from rigs.validators import validate_branch_name, validate_slug
 
 Kind = Notification.Kind

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from convoys.events import event_append
 from convoys.models import Convoy, Leg, LegDependency
 from convoys.selectors import DEAD_RIG_STATES
+from events.services import event_append
 from rigs.models import Agent, Repository, Rig
 from rigs.validators import validate_globs, validate_slug
 

@@ -3,7 +3,8 @@
 import pytest
 
 from convoys import services
-from convoys.models import Bead, BeadDependency, Event, Notification
+from convoys.models import Bead, BeadDependency, Notification
+from events.models import Event
 from rigs.models import Rig
 from tests import factories
 from tests.api.conftest import error_of

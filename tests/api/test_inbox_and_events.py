@@ -2,7 +2,8 @@
 
 import pytest
 
-from convoys.models import Event, Notification
+from convoys.models import Notification
+from events.models import Event
 from rigs.models import Rig
 from tests import factories
 from tests.api.conftest import error_of

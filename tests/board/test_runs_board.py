@@ -14,9 +14,10 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from common import process
 from convoys.models import Convoy, Leg
 from rigs.models import Rig
-from runner import process, services
+from runner import services
 from runner.models import AgentRun
 from tests import factories
 from tests.board.helpers import bulk_convoys

@@ -5,7 +5,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
-from convoys.events import event_append
+from events.kinds import kind_register
+from events.services import event_append
 from gastown_site.asgi import application
 from tests import factories
 
@@ -21,11 +22,16 @@ def communicator(path, user=None):
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user("viewer", password="pw-123456789")
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("viewer", password="pw-123456789")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    return user
 
 
 @sync_to_async
 def append(kind, **kw):
+    kind_register(kind, "a test event")
     with transaction.atomic():
         return event_append(kind, {"n": kind}, **kw)
 
@@ -110,7 +116,7 @@ async def test_dropped_connection_reconnects_and_misses_nothing(redis_server, us
 
 
 async def test_replay_pages_through_a_long_absence(redis_server, user, monkeypatch):
-    from convoys import consumers
+    from events import consumers
 
     monkeypatch.setattr(consumers, "REPLAY_PAGE", 2)
     rig = await sync_to_async(factories.rig)()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.db import connection, transaction
 
-from convoys.models import Event
+from events.models import Event
 from rigs import git, operations, services
 from rigs.models import Rig
 from tests.conftest import git as run_git

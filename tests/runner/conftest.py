@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
+from common import process
 from rigs import services as rig_services
-from runner import process
 from runner.models import AgentRun
 from tests.api.conftest import make_agent, make_person, operator, viewer  # noqa: F401
 from tests.conftest import worker_process

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from convoys.models import Event, Notification
-from runner import operations, process, services
+from common import process
+from convoys.models import Notification
+from events.models import Event
+from runner import operations, services
 from runner.models import AgentRun
 from tests.rigs.helpers import wait_for
 from tests.runner.conftest import wait_run
@@ -32,7 +34,9 @@ def test_run_succeeds_in_its_worktree_with_its_environment_and_log(ready_rig):
     assert "bin/gt" in log
     assert "token-ok" in log and "no-server-secrets" in log
     assert (run.input_tokens, run.output_tokens, run.cost_usd) == (10, 5, Decimal("0.25"))
-    kinds = list(Event.objects.filter(rig=rig, kind="run.state").values_list("payload", flat=True))
+    kinds = list(
+        Event.objects.filter(rig_id=rig.pk, kind="run.state").values_list("payload", flat=True)
+    )
     assert [k["to"] for k in kinds] == ["queued", "starting", "running", "succeeded"]
     wait_for(lambda: not process.run_processes(run.id), 10, message="supervisor gone")
 
@@ -73,7 +77,7 @@ def test_crashing_command_is_restarted_then_escalated(ready_rig):
     note = Notification.objects.get(rig=rig, kind=Notification.Kind.ESCALATION)
     assert note.severity == Notification.Severity.CRITICAL
     assert "exited with code 3" in note.summary
-    assert Event.objects.filter(rig=rig, kind="run.escalated").count() == 1
+    assert Event.objects.filter(rig_id=rig.pk, kind="run.escalated").count() == 1
 
 
 @pytest.mark.runner_env(GASTOWN_MAX_AGENTS="1")
@@ -192,7 +196,7 @@ def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_use
     wait_run(run, S.FAILED)
     convoy.refresh_from_db()
     assert convoy.spent_usd == Decimal("0.10")
-    reached = Event.objects.get(convoy=convoy, kind="convoy.budget_reached")
+    reached = Event.objects.get(convoy_id=convoy.pk, kind="convoy.budget_reached")
     assert "reached its budget: $0.10 spent of $0.05" in reached.payload["message"]
     # the failure is not restarted: escalated with the reason instead
     wait_for(lambda: Notification.objects.filter(rig=rig, kind="escalation").exists(), 10)

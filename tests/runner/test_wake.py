@@ -9,8 +9,9 @@ a real worker and real agent processes.
 import pytest
 from django.db import transaction
 
-from convoys.models import Convoy, Event, Leg, Notification
+from convoys.models import Convoy, Leg, Notification
 from convoys.notifications import notification_send
+from events.models import Event
 from rigs.models import Rig
 from runner import services
 from runner.models import AgentRun

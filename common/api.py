@@ -1,18 +1,12 @@
 """API conventions shared by every endpoint: one error body `{"error": {"code", "message",
 "field"}}` (and its place in the OpenAPI schema), bounded pagination.
 
-Domain exceptions map to statuses here, so views stay thin:
+Exceptions map to statuses here, so views stay thin:
 
 | exception | status | code |
 |---|---|---|
+| `common.errors.Refusal` (every domain refusal subclasses it) | its `status` (409) | its `code` |
 | ValidationError (DRF or Django) | 400 | the validator's code (`invalid`, `required`, ...) |
-| ... with code `cycle` (a dependency cycle) | 409 | `cycle` |
-| IllegalTransition (state machine) | 409 | `illegal_transition` |
-| StaleState (lost a compare-and-swap) | 409 | `conflict` |
-| ClaimConflict (bead held or not ready) | 409 | `claimed` / `not_ready` |
-| MergeInProgress | 409 | `merge_in_progress` |
-| TeardownRefused | 409 | `lost_work` |
-| RunConflict (agent runs) | 409 | `run_active` / `budget_reached` / `rig_not_runnable` |
 | IntegrityError (a racing insert) | 409 | `conflict` |
 | ObjectDoesNotExist | 404 | `not_found` |
 | OverflowError, DataError (numbers out of range) | 400 | `out_of_range` |
@@ -29,7 +23,7 @@ from rest_framework import exceptions, pagination, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from rigs.statemachine import IllegalTransition, StaleState
+from common.errors import Refusal
 
 
 def _first_error(detail: Any, field: str | None = None) -> tuple[str | None, str, str]:
@@ -62,39 +56,15 @@ def error_response(
     )
 
 
-def _django_codes(exc: DjangoValidationError) -> set[str]:
-    if hasattr(exc, "error_dict"):
-        return {e.code for errors in exc.error_dict.values() for e in errors if e.code}
-    return {e.code for e in exc.error_list if e.code}
-
-
 def _domain_error(exc: Exception) -> Response | None:
     """Exceptions of the domain (and of the database) that are not DRF's own."""
-    from convoys.services import ClaimConflict
-    from rigs.services import MergeInProgress, TeardownRefused
-    from runner.services import RunConflict
-
-    conflict = status.HTTP_409_CONFLICT
-    if isinstance(exc, IllegalTransition):
-        return error_response("illegal_transition", str(exc), conflict, "state")
-    if isinstance(exc, StaleState):
-        return error_response("conflict", str(exc), conflict, "state")
-    if isinstance(exc, ClaimConflict):
-        if exc.holder is not None:
-            return error_response("claimed", str(exc), conflict, "assignee")
-        return error_response("not_ready", str(exc), conflict, "status")
-    if isinstance(exc, MergeInProgress):
-        return error_response("merge_in_progress", str(exc), conflict, "rig")
-    if isinstance(exc, RunConflict):
-        return error_response(exc.code, str(exc), conflict, "rig")
-    if isinstance(exc, TeardownRefused):
-        return error_response("lost_work", str(exc), conflict, "force")
-    if isinstance(exc, DjangoValidationError) and "cycle" in _django_codes(exc):
-        field = next(iter(exc.error_dict)) if hasattr(exc, "error_dict") else None
-        return error_response("cycle", " ".join(exc.messages), conflict, field)
+    if isinstance(exc, Refusal):
+        return error_response(exc.code, exc.message, exc.status, exc.field)
     if isinstance(exc, IntegrityError):
         return error_response(
-            "conflict", "the change conflicts with another one made meanwhile; retry.", conflict
+            "conflict",
+            "the change conflicts with another one made meanwhile; retry.",
+            status.HTTP_409_CONFLICT,
         )
     if isinstance(exc, (OverflowError, DataError)):
         return error_response(

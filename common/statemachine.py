@@ -12,13 +12,21 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from common.errors import Refusal
 
-class IllegalTransition(Exception):
+
+class IllegalTransition(Refusal):
     """The state machine does not allow this move."""
 
+    code = "illegal_transition"
+    field = "state"
 
-class StaleState(Exception):
+
+class StaleState(Refusal):
     """Someone else changed the state first (the compare-and-swap found another state)."""
+
+    code = "conflict"
+    field = "state"
 
 
 def state_field(model: type[models.Model]) -> str:

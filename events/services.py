@@ -7,7 +7,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from convoys.models import Event
+from events.kinds import kind_check
+from events.models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def event_append(
 ) -> Event:
     """Append an event in the current transaction; it is broadcast once that commits (all of a
     transaction's events in one batch: a cascade of 100 notifications is one round trip)."""
+    kind_check(kind)
     event = Event.objects.create(
         kind=kind,
         payload=payload or {},
@@ -110,6 +112,8 @@ def event_append(
 
 def events_append_many(events: list[Event]) -> list[Event]:
     """`event_append` for many unsaved Event objects at once (one INSERT)."""
+    for event in events:
+        kind_check(event.kind)
     if events:
         Event.objects.bulk_create(events)
         _broadcast_after_commit(events)

@@ -1,0 +1,123 @@
+"""Every kind of event, with the payload fields it carries: the one registry.
+
+`event_append` refuses a kind that is not here, so a typo fails in the first test that runs the
+code, and docs/architecture.md points here for "how to add an event kind": add a line, append it
+in the service that makes the change, and (if the board shows it) let live.js refresh on it."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EventKind:
+    name: str
+    about: str
+    payload: tuple[str, ...]
+
+
+_KINDS = [
+    # rigs (written by rigs' services)
+    EventKind(
+        "rig.state",
+        "a rig moved state",
+        ("rig", "slug", "from", "to", "reason", "progress", "label"),
+    ),
+    EventKind("rig.progress", "provisioning progress", ("rig", "progress", "label")),
+    EventKind(
+        "rig.branch",
+        "a rig's branch moved (seen by a sync)",
+        ("rig", "slug", "from", "to", "ahead", "behind", "files"),
+    ),
+    EventKind(
+        "merge_request.state", "a merge request moved state", ("merge_request", "from", "to")
+    ),
+    # convoys
+    EventKind("convoy.created", "a convoy was planned", ("title", "slug", "legs")),
+    EventKind("convoy.state", "a convoy moved state", ("title", "from", "to", "reason")),
+    EventKind(
+        "convoy.landing_queued",
+        "a convoy's integration branch was queued",
+        ("merge_request", "source", "target"),
+    ),
+    EventKind(
+        "convoy.budget_reached",
+        "a convoy reached its budget",
+        ("title", "budget_usd", "spent_usd", "message"),
+    ),
+    EventKind("leg.added", "a leg was added to a convoy", ("leg", "key", "title", "depends_on")),
+    EventKind("leg.state", "a leg moved state", ("leg", "key", "from", "to")),
+    # beads
+    EventKind("bead.created", "a bead was created", ("bead", "title", "priority")),
+    EventKind("bead.updated", "a bead's fields were edited", ("bead", "title", "fields")),
+    EventKind("bead.status", "a bead's status changed", ("bead", "title", "from", "to")),
+    EventKind(
+        "bead.claimed",
+        "a bead was claimed",
+        ("bead", "title", "agent", "from", "to", "moved_to_rig"),
+    ),
+    EventKind("bead.dependency_added", "a dependency was added", ("bead", "depends_on", "type")),
+    EventKind("bead.dependency_removed", "a dependency was removed", ("bead", "depends_on")),
+    EventKind("beads.unblocked", "closing a bead unblocked others", ("rig", "by", "beads")),
+    # notifications
+    EventKind(
+        "notification.new",
+        "a rig was told something",
+        (
+            "notification",
+            "rig",
+            "kind",
+            "severity",
+            "summary",
+            "action",
+            "cascade",
+            "depth",
+            "occurrences",
+        ),
+    ),
+    EventKind(
+        "notification.repeated",
+        "an unacknowledged notice was repeated",
+        (
+            "notification",
+            "rig",
+            "kind",
+            "severity",
+            "summary",
+            "action",
+            "cascade",
+            "depth",
+            "occurrences",
+        ),
+    ),
+    EventKind("notification.acked", "a notification was acknowledged", ("notification",)),
+    # agent runs
+    EventKind(
+        "run.state",
+        "an agent run moved state",
+        ("run", "rig", "attempt", "agent", "from", "to", "reason", "exit_code"),
+    ),
+    EventKind(
+        "run.stopping",
+        "an agent run was asked to stop",
+        ("run", "rig", "attempt", "agent", "requested_by"),
+    ),
+    EventKind(
+        "run.escalated", "an agent run needs a person", ("run", "rig", "attempt", "agent", "reason")
+    ),
+    EventKind(
+        "run.usage", "an agent reported usage", ("run", "rig", "attempt", "convoy_spent_usd")
+    ),
+    EventKind("run.refused", "no agent was launched for a leg", ("rig", "leg", "agent", "reason")),
+]
+
+EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in _KINDS}
+
+
+def kind_check(name: str) -> None:
+    if name not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind '{name}': register it in events/kinds.py")
+
+
+def kind_register(name: str, about: str, payload: tuple[str, ...] = ()) -> EventKind:
+    """Register a kind at run time (tests; an extension app's ready())."""
+    kind = EVENT_KINDS.setdefault(name, EventKind(name, about, payload))
+    return kind
