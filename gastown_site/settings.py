@@ -280,7 +280,9 @@ GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", 
 
 # Agent runs: where agents reach the API, how many run at once on this machine, restarts.
 # Agents, gates and setup commands run inside bubblewrap unless this is `none` (docs/runner.md).
-GASTOWN_SANDBOX = os.environ.get("GASTOWN_SANDBOX") or ("bwrap" if shutil.which("bwrap") else "none")
+GASTOWN_SANDBOX = os.environ.get("GASTOWN_SANDBOX") or (
+    "bwrap" if shutil.which("bwrap") else "none"
+)
 if GASTOWN_SANDBOX not in ("bwrap", "none"):
     raise ImproperlyConfigured(f"GASTOWN_SANDBOX must be bwrap or none, not {GASTOWN_SANDBOX!r}")
 # Who may read which events (events.access asks this module).

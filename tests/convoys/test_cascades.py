@@ -258,8 +258,8 @@ def test_cascade_runs_in_the_worker_after_a_landing(town, celery_worker):
 def test_bulk_send_matches_one_by_one(town):
     """The cascade's bulk path dedupes like `notification_send`: against unacked ones in the
     database and within the batch, and pushes one event per notification sent."""
-    from events.models import Event
     from convoys.notifications import notifications_send_many
+    from events.models import Event
 
     frontend, docs = town["frontend"], town["docs"]
     item = {"kind": K.INFO, "severity": "info", "summary": "hello", "convoy_id": None}
