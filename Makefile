@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test setup install migrate lint format bench clean browser-deps
+.PHONY: run test setup install migrate lint format bench clean browser-deps sandbox-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed $(VENV)/bin/gt
+install: $(VENV)/.installed $(VENV)/bin/gt sandbox-deps
 
 # the agents' client, on the virtualenv's PATH (one stdlib-only file: a copy is enough)
 $(VENV)/bin/gt: bin/gt $(VENV)/.installed
@@ -38,6 +38,20 @@ test: install
 browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	fi
+
+# Agents, gates and setup commands run inside bubblewrap (docs/runner.md, "Sandbox"). Root
+# installs it when it is missing; anyone else is warned, and Gas Town runs unsandboxed
+# (GASTOWN_SANDBOX defaults to none without bwrap, and says so at start-up and on the board).
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap) \
+			|| echo "warning: could not install bubblewrap: agents will run unsandboxed"; \
+		else \
+			echo "warning: bubblewrap (bwrap) is not installed: agents will run unsandboxed" \
+				"(GASTOWN_SANDBOX=none). Install the bubblewrap package as root."; \
+		fi; \
 	fi
 
 lint: install

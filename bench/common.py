@@ -8,6 +8,8 @@
   environment (like production), stopped at the end.
 - :func:`generate_repository`: a repository of many small text files in one commit, written
   with `git fast-import` (one process, a packed repository like a clone).
+- :func:`patch_git`: wrap a function of `rigs.git` wherever its modules bind it (to count
+  and time git commands).
 - timing, percentiles and a plain-text table.
 """
 
@@ -32,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# The same identity and safety settings the product uses for git (rigs.git._BASE_ENV).
+# The same identity and safety settings the product uses for git (rigs.git.run._BASE_ENV).
 GIT_ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
     "GIT_TERMINAL_PROMPT": "0",
@@ -43,6 +45,28 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Bench",
     "GIT_COMMITTER_EMAIL": "bench@localhost",
 }
+
+
+@contextmanager
+def patch_git(name: str, replacement) -> Iterator[None]:
+    """Replace `name` (`_execute`, `repository_lock`, ...) in the `rigs.git` package and in each
+    of its modules that binds it (they import it from `rigs.git.run`), then restore it."""
+    import importlib
+
+    importlib.import_module("rigs.git")
+    saved = [
+        (module, getattr(module, name))
+        for module_name, module in list(sys.modules.items())
+        if (module_name == "rigs.git" or module_name.startswith("rigs.git."))
+        and hasattr(module, name)
+    ]
+    for module, _ in saved:
+        setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        for module, real in saved:
+            setattr(module, name, real)
 
 
 def git(cwd: str | Path, *args: str, stdin: bytes | None = None, check: bool = True) -> str:

@@ -52,6 +52,7 @@ from bench.common import (
     generate_repository,
     git,
     median,
+    patch_git,
     percentile,
     table,
     timed,
@@ -163,7 +164,7 @@ def task_provision(repository, tag: str, n: int, scope: list[str] | None) -> tup
 
 def worker_phases(ids: list[int]) -> dict[str, list[float]]:
     """Per-rig phases from the event log (each event is stamped when its row is written)."""
-    from convoys.models import Event
+    from events.models import Event
 
     marks: dict[int, dict[str, float]] = defaultdict(dict)
     for event in Event.objects.filter(rig_id__in=ids, kind__in=["rig.state", "rig.progress"]):
@@ -223,12 +224,13 @@ def profile_provision(repository, tag: str, n: int, scope: list[str] | None, use
     from events import services as events
     from rigs import git as rigs_git
     from rigs import operations, services
+    from rigs.git.run import _execute as git_execute
 
     profile = Profile(rigs=n)
     # The broadcast function: `events_broadcast(events)` (batched per transaction) or, in
     # older code, `event_broadcast(event)`; either is timed per call.
     broadcast_name = next(n for n in ("events_broadcast", "event_broadcast") if hasattr(events, n))
-    real_execute, real_broadcast = rigs_git._execute, getattr(events, broadcast_name)
+    real_execute, real_broadcast = git_execute, getattr(events, broadcast_name)
     real_lock = rigs_git.repository_lock
     real_group_send = None
     in_lock = False
@@ -275,8 +277,8 @@ def profile_provision(repository, tag: str, n: int, scope: list[str] | None, use
     rigs = []
     with (
         mock.patch.object(services, "_enqueue_provision", lambda rig: None),
-        mock.patch.object(rigs_git, "_execute", execute),
-        mock.patch.object(rigs_git, "repository_lock", lock),
+        patch_git("_execute", execute),
+        patch_git("repository_lock", lock),
         mock.patch.object(events, broadcast_name, broadcast),
         mock.patch.object(layer, "group_send", count_groups),
         connection.execute_wrapper(query_timer),

@@ -14,7 +14,8 @@ Exceptions map to statuses here, so views stay thin:
 
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
@@ -60,6 +61,13 @@ def _domain_error(exc: Exception) -> Response | None:
     """Exceptions of the domain (and of the database) that are not DRF's own."""
     if isinstance(exc, Refusal):
         return error_response(exc.code, exc.message, exc.status, exc.field)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(
+            "too_large",
+            f"the request body is larger than {settings.GASTOWN_MAX_BODY_BYTES} bytes "
+            "(GASTOWN_MAX_BODY_BYTES).",
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, IntegrityError):
         return error_response(
             "conflict",

@@ -52,3 +52,15 @@ def parse_count(value: Any, field: str, *, maximum: int) -> int:
     if len(text) > _MAX_DIGITS:  # (never int() thousands of digits)
         return maximum
     return min(int(text), maximum)
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def parse_flag(params: Any, name: str) -> bool:
+    """`params[name]` as a boolean (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; absent or
+    empty: False), or a ValidationError naming the field."""
+    value = str(params.get(name, "") or "").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise ValidationError({name: f"'{value[:40]}' is not a boolean; use true or false."})
+    return value in _TRUE

@@ -3,16 +3,19 @@ commands that run code from a rig's branch (gates, setup commands) and agents' r
 
 Everything that runs agent-written code gets an allow-listed environment (`command_environment`:
 never the server's secrets) and, unless `GASTOWN_SANDBOX=none`, a bubblewrap sandbox
-(`Sandbox`): the system read-only, the data dir, repository roots and worktree root hidden
-behind empty tmpfs mounts, only the paths it needs bound back, its own /tmp and its own PID
-namespace (so no /proc/<server>/environ). The network is kept: agents call the API and their
-model. docs/runner.md says what the sandbox does and does not stop.
+(`common.sandbox`, re-exported here: `Sandbox`, `worktree_sandbox`, `sandbox_argv`): the system
+read-only, the server's data dir, worktrees, repositories and home hidden, only the paths the
+command needs bound back, its own /tmp, no capabilities and its own PID namespace (so no
+/proc/<server>/environ). The network is kept: agents call the API and their model.
+docs/runner.md says what the sandbox does and does not stop.
 
 A run is two processes: a supervisor (`python -m runner.supervisor RUN_ID`, in its own session,
 so a worker restart does not take it down) and the agent command it starts in a new process
-group. Stopping a run signals that whole group. Every process of a run carries
-`GASTOWN_RUN_ID=<installation>:<id>` in its environment, which is how a pid is recognised as
-still ours before it is signalled (pids are reused; two installations may share a machine).
+group (under the sandbox, bwrap leads that group). Stopping a run signals that whole group
+(`agent_signal`). Every process of a run carries `GASTOWN_RUN_ID=<installation>:<id>` in its
+environment, which is how a pid is recognised as still ours before it is signalled (pids are
+reused; two installations may share a machine); processes inside the sandbox's PID namespace
+are visible, with their host pids, in the host's /proc.
 """
 
 import contextlib
@@ -20,22 +23,29 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
+from common.sandbox import (  # noqa: F401  (the sandbox is part of this module's interface)
+    BASE_DIR,
+    BIN_DIR,
+    Sandbox,
+    git_dirs,
+    sandbox_argv,
+    sandbox_mode,
+    worktree_sandbox,
+)
+
 logger = logging.getLogger(__name__)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-BIN_DIR = BASE_DIR / "bin"
 RUN_MARKER = "GASTOWN_RUN_ID"
 # What a command inherits from the server's environment, besides what the caller sets: the
 # server's own secrets (SECRET_KEY, DATABASE_URL, REDIS_URL...) never reach agent-written code.
@@ -79,70 +89,6 @@ def command_environment(
     return env
 
 
-def sandbox_mode() -> str:
-    """`bwrap` or `none` (settings.GASTOWN_SANDBOX, which defaults to bwrap when it is
-    installed)."""
-    return settings.GASTOWN_SANDBOX
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """What a sandboxed command may touch besides the read-only system: `writable` paths are
-    bound read-write, `readable` ones read-only (both at the same path inside)."""
-
-    writable: tuple[str, ...] = ()
-    readable: tuple[str, ...] = ()
-    hidden: tuple[str, ...] = field(default_factory=tuple)
-
-
-def _hidden_roots() -> list[str]:
-    """Where the server keeps what agents must not see: the data dir (database, secret key,
-    logs, sockets), every rig's worktree, every repository root, run logs."""
-    roots = [
-        settings.DATA_DIR,
-        settings.GASTOWN_WORKTREE_ROOT,
-        settings.GASTOWN_RUN_LOG_DIR,
-        *settings.GASTOWN_REPOSITORY_ROOTS,
-    ]
-    out: list[str] = []
-    for root in roots:
-        resolved = str(Path(root).resolve())
-        if resolved != "/" and resolved not in out:
-            out.append(resolved)
-    return sorted(out, key=len)
-
-
-def sandbox_argv(argv: list[str], sandbox: Sandbox | None) -> list[str]:
-    """`argv` wrapped in bubblewrap (or unchanged when the sandbox is off)."""
-    if sandbox is None or sandbox_mode() != "bwrap":
-        return argv
-    bwrap = shutil.which("bwrap") or "bwrap"
-    wrapped = [
-        bwrap,
-        "--die-with-parent",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",  # noqa: S108  (an empty tmpfs of its own)
-    ]
-    for hidden in (*_hidden_roots(), *sandbox.hidden):
-        wrapped += ["--tmpfs", hidden]
-    for path in sandbox.readable:
-        wrapped += ["--ro-bind-try", str(path), str(path)]
-    for path in sandbox.writable:
-        wrapped += ["--bind", str(path), str(path)]
-    return [*wrapped, "--", *argv]
-
-
 def private_dir(path: Path) -> Path:
     """A directory only the server's user can enter (data dir files are private)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -178,17 +124,7 @@ def command_run(
     process group, sandboxed; kill the whole group at the time limit. `env` is the command's
     whole environment (build it with `command_environment`)."""
     started = time.monotonic()
-    argv = sandbox_argv(["/bin/sh", "-c", command], sandbox)
-    child = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        close_fds=True,
-    )
+    child = shell_spawn(command, cwd=cwd, env=env, sandbox=sandbox)
     timed_out = False
     try:
         raw, _ = child.communicate(timeout=timeout)
@@ -326,6 +262,13 @@ def agent_spawn(
     """Start the agent command in a new process group, output piped to the supervisor.
     The command is the admin's (like a gate command): a shell runs it; no data from rigs,
     beads or agents is ever pasted into it (they reach the agent as environment variables)."""
+    return shell_spawn(command, cwd=cwd, env=env, sandbox=sandbox)
+
+
+def shell_spawn(
+    command: str, *, cwd: str | Path, env: dict[str, str], sandbox: Sandbox | None
+) -> subprocess.Popen:
+    """`/bin/sh -c command` in its own process group (sandboxed), stdout and stderr piped."""
     return subprocess.Popen(
         sandbox_argv(["/bin/sh", "-c", command], sandbox),
         cwd=cwd,
@@ -359,9 +302,10 @@ def run_processes(run_id: int) -> list[int]:
         try:
             ours = marker in (entry / "environ").read_bytes().split(b"\0")
             # a zombie is already dead (its parent has not reaped it yet)
-            if ours and (entry / "stat").read_text().split()[2] != "Z":
+            state = _stat_fields(int(entry.name))[:1] if ours else []
+            if state and state != ["Z"]:
                 found.append(int(entry.name))
-        except (OSError, IndexError):
+        except OSError:
             continue
     return found
 
@@ -374,16 +318,55 @@ def group_signal(pgid: int, signum: int) -> bool:
     return True
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses):
+    state, ppid, pgrp, ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _is_bwrap(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap"
+    except OSError:
+        return False
+
+
+def agent_signal(pgid: int, signum: int) -> bool:
+    """Signal an agent's process group. Under the sandbox bwrap leads the group, and bwrap dies
+    at once on SIGTERM and takes everything inside with it (SIGKILL, --die-with-parent): a
+    polite signal goes to the processes inside instead, so the agent gets its grace period.
+    SIGKILL goes to the whole group (and bwrap's death then kills the rest)."""
+    if signum == signal.SIGKILL or not _is_bwrap(pgid):
+        return group_signal(pgid, signum)
+    sent = False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        fields = _stat_fields(pid)
+        # bwrap itself, and the sandbox's init (bwrap too, it ignores such signals anyway)
+        if len(fields) > 2 and fields[2] == str(pgid) and not _is_bwrap(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+                sent = True
+    return sent
+
+
 def run_terminate(run_id: int, pgid: int | None, grace: float) -> None:
     """SIGTERM the agent's process group, give it `grace` seconds, then SIGKILL whatever of the
     run is left (including processes that left the group, found by their marker)."""
     if pgid and process_is_run(pgid, run_id):
-        group_signal(pgid, signal.SIGTERM)
+        agent_signal(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _agent_processes(run_id):
             return
         time.sleep(0.1)
+    if pgid and process_is_run(pgid, run_id):
+        group_signal(pgid, signal.SIGKILL)
     for pid in _agent_processes(run_id):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,7 @@
 """Convoys and their legs, beads and their dependencies, notifications and the event log."""
 
+import base64
+import secrets
 import uuid
 
 from django.conf import settings
@@ -7,6 +9,7 @@ from django.core.validators import MaxValueValidator, URLValidator
 from django.db import models
 from django.db.models import F, Q
 
+from convoys.webhook_urls import validate_webhook_url
 from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
@@ -381,18 +384,26 @@ class Notification(models.Model):
         return f"{self.rig}: {self.summary}"
 
 
+def webhook_secret_new() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 class Webhook(models.Model):
-    """An outgoing webhook: a repository's cascades, signed with HMAC-SHA256, for people who
-    want them in Slack or CI."""
+    """An outgoing webhook: a repository's cascades, signed (Standard Webhooks), for people who
+    want them in Slack or CI. Public addresses only (`convoys.webhook_urls`)."""
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(
         max_length=500,
-        validators=[URLValidator(schemes=["http", "https"])],
-        help_text="http(s) endpoint that receives a POST.",
+        validators=[URLValidator(schemes=["http", "https"]), validate_webhook_url],
+        help_text="http(s) endpoint on a public address that receives a POST.",
     )
     secret = models.CharField(
-        max_length=200, help_text="Signs each body: X-Gastown-Signature-256: sha256=<hex>."
+        max_length=200,
+        default=webhook_secret_new,
+        help_text="Signs each delivery (webhook-signature). whsec_<base64>: the key is the "
+        "decoded bytes; any other text: its UTF-8 bytes.",
     )
     kinds = models.JSONField(
         default=list, blank=True, help_text="Notification kinds to send; empty sends all."

@@ -11,9 +11,10 @@ from collections import Counter
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from convoys import webhooks
 from convoys.models import Notification
 from convoys.selectors import rig_current_leg
 from convoys.signals import notifications_created
@@ -29,8 +30,13 @@ PUSHED_SEVERITIES = {
     Rig.NotifyLevel.MUTED: set(),
 }
 SUMMARY_MAX = Notification._meta.get_field("summary").max_length
+ACTION_MAX = 20_000  # what to do: a long file list is cut, never stored whole
 # `convoy_id` not given: look up the rig's current leg (None means "no convoy", known).
 UNKNOWN = object()
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def notification_fingerprint(
@@ -73,7 +79,7 @@ def notification_send(
         raise ValueError(f"unknown notification severity {severity!r}")
     if rig.state == Rig.State.ARCHIVED:
         return None
-    summary = summary if len(summary) <= SUMMARY_MAX else summary[: SUMMARY_MAX - 1] + "…"
+    summary, action = _cut(summary, SUMMARY_MAX), _cut(action, ACTION_MAX)
     changes = json.loads(json.dumps(changes or {}, default=str))  # what the JSON column keeps
     fingerprint = notification_fingerprint(
         rig_id=rig.pk, kind=kind, summary=summary, action=action, changes=changes
@@ -107,9 +113,7 @@ def notification_send(
     if not created:
         notification = unacked.get()
     else:
-        from convoys.webhooks import webhooks_enqueue
-
-        webhooks_enqueue(notification)
+        webhooks.webhooks_enqueue_many([notification])
         notifications_created.send(sender=Notification, notifications=[notification])
 
     if severity in PUSHED_SEVERITIES.get(rig.notify_level, set()):
@@ -149,10 +153,9 @@ def notifications_send_many(items: list[dict[str, Any]]) -> list[Notification]:
             raise ValueError(f"unknown notification kind or severity: {kind!r}, {severity!r}")
         if rig.state == Rig.State.ARCHIVED:
             continue
-        summary = item["summary"]
-        summary = summary if len(summary) <= SUMMARY_MAX else summary[: SUMMARY_MAX - 1] + "…"
+        summary = _cut(item["summary"], SUMMARY_MAX)
+        action = _cut(item.get("action", ""), ACTION_MAX)
         changes = json.loads(json.dumps(item.get("changes") or {}, default=str))
-        action = item.get("action", "")
         fingerprint = notification_fingerprint(
             rig_id=rig.pk, kind=kind, summary=summary, action=action, changes=changes
         )
@@ -206,9 +209,7 @@ def notifications_send_many(items: list[dict[str, Any]]) -> list[Notification]:
         Notification.objects.filter(pk=pk).update(
             occurrences=F("occurrences") + count, updated_at=now
         )
-    from convoys.webhooks import webhooks_enqueue_many
-
-    webhooks_enqueue_many(list(new.values()))
+    webhooks.webhooks_enqueue_many(list(new.values()))
     if new:
         notifications_created.send(sender=Notification, notifications=list(new.values()))
     events = []
@@ -242,13 +243,29 @@ def notifications_send_many(items: list[dict[str, Any]]) -> list[Notification]:
 @transaction.atomic
 def notification_ack(*, notification: Notification) -> Notification:
     """Acknowledge; acking twice is a no-op that keeps the first time."""
-    if notification.acked_at is None:
-        now = timezone.now()
-        Notification.objects.filter(pk=notification.pk, acked_at__isnull=True).update(
-            acked_at=now, updated_at=now
-        )
-        notification.refresh_from_db(fields=["acked_at", "updated_at"])
-        event_append(
-            "notification.acked", {"notification": notification.id}, rig_id=notification.rig_id
-        )
+    notifications_ack(notifications=Notification.objects.filter(pk=notification.pk))
+    notification.refresh_from_db(fields=["acked_at", "updated_at"])
     return notification
+
+
+@transaction.atomic
+def notifications_ack(*, notifications: QuerySet[Notification]) -> int:
+    """Acknowledge the unacked ones among `notifications` (a rig's whole inbox, or one), with a
+    `notification.acked` event each. Returns how many were acked."""
+    now = timezone.now()
+    rows = list(
+        notifications.select_for_update(of=("self",))
+        .filter(acked_at__isnull=True)
+        .order_by("id")
+        .values_list("id", "rig_id")
+    )
+    Notification.objects.filter(pk__in=[pk for pk, _ in rows], acked_at__isnull=True).update(
+        acked_at=now, updated_at=now
+    )
+    events_append_many(
+        [
+            Event(kind="notification.acked", payload={"notification": pk}, rig_id=rig)
+            for pk, rig in rows
+        ]
+    )
+    return len(rows)

@@ -235,31 +235,27 @@ def leg_merge_target(leg: Leg) -> str:
     return convoy.integration_branch or convoy.target_branch
 
 
-def _current_legs_query() -> QuerySet[Leg]:
-    return (
-        Leg.objects.filter(state__in=Leg.OPEN_STATES)
-        .exclude(convoy__state__in=[Convoy.State.LANDED, Convoy.State.CANCELLED])
-        .select_related("convoy")
-        # a launched convoy's leg before a draft's, then the newest
-        .order_by(F("convoy__launched_at").desc(nulls_last=True), "-id")
-    )
-
-
 def rig_current_leg(rig: Rig | int | None) -> Leg | None:
     """The open leg a rig works on in a launched (or draft) convoy; a rig has at most one in an
     active convoy (convoy_create and convoy_launch refuse a busy rig)."""
     if rig is None:
         return None
-    return _current_legs_query().filter(rig=rig).first()
+    rig_id = rig if isinstance(rig, int) else rig.pk
+    return rigs_current_legs([rig_id], dependencies=False).get(rig_id)
 
 
-def rigs_current_legs(rig_ids: Iterable[int]) -> dict[int, Leg]:
-    """`rig_current_leg` for many rigs in one query (cascades over a hundred rigs)."""
+def rigs_current_legs(rig_ids: Iterable[int], *, dependencies: bool = True) -> dict[int, Leg]:
+    """`rig_current_leg` of many rigs in one query (two with `dependencies`, prefetched for the
+    cascades, which read each leg's dependencies' scopes)."""
+    qs = (
+        Leg.objects.filter(rig_id__in=list(rig_ids), state__in=Leg.OPEN_STATES)
+        .exclude(convoy__state__in=[Convoy.State.LANDED, Convoy.State.CANCELLED])
+        .select_related("convoy")
+        # a launched convoy's leg before a draft's, then the newest
+        .order_by(F("convoy__launched_at").desc(nulls_last=True), "-id")
+    )
     legs: dict[int, Leg] = {}
-    # depends_on is prefetched: cascades read each leg's dependencies' scopes.
-    for leg in (
-        _current_legs_query().filter(rig_id__in=list(rig_ids)).prefetch_related("depends_on")
-    ):
+    for leg in qs.prefetch_related("depends_on") if dependencies else qs:
         legs.setdefault(leg.rig_id, leg)  # the first is the current one (see the ordering)
     return legs
 
@@ -331,22 +327,44 @@ def _blocker_text(blocker: dict[str, Any]) -> str:
 
 
 def convoy_rollup(convoy: Convoy) -> dict[str, Any]:
-    """Everything the board and the API show about a convoy, in at most 3 queries.
+    """Everything the board and the API show about a convoy, in at most 3 queries: the
+    batched `convoys_rollups` for one convoy."""
+    return convoys_rollups([convoy])[convoy.id]
 
-    legs (with `depends_on` keys, wave, rig), legs by state, progress (landed/total, cancelled
-    legs left out), blocked legs with what blocks them, the waves, and the state the convoy
-    should be in (`derived_state`, applied by `convoy_refresh_state`).
+
+def convoys_rollups(convoys: Iterable[Convoy]) -> dict[int, dict[str, Any]]:
+    """`convoy_rollup` of many convoys (a page of the list) in at most 3 queries in all.
+
+    Each: legs (with `depends_on` keys, wave, rig), legs by state, progress (landed/total,
+    cancelled legs left out), blocked legs with what blocks them, the waves, and the state the
+    convoy should be in (`derived_state`, applied by `convoy_refresh_state`).
     """
-    legs = list(convoy.legs.select_related("rig").order_by("position", "id"))
-    for leg in legs:
-        leg.convoy = convoy  # already loaded: saves a query per leg
-    edges = list(
-        LegDependency.objects.filter(leg__convoy=convoy).values_list("leg_id", "depends_on_id")
-    )
-    landing = None
-    if convoy.landing_merge_request_id:
-        landing = MergeRequest.objects.filter(pk=convoy.landing_merge_request_id).first()
+    by_convoy = {convoy.id: convoy for convoy in convoys}
+    legs_of: dict[int, list[Leg]] = {pk: [] for pk in by_convoy}
+    for leg in (
+        Leg.objects.filter(convoy_id__in=by_convoy).select_related("rig").order_by("position", "id")
+    ):
+        leg.convoy = by_convoy[leg.convoy_id]  # already loaded: saves a query per leg
+        legs_of[leg.convoy_id].append(leg)
+    convoy_of = {leg.id: leg.convoy_id for legs in legs_of.values() for leg in legs}
+    edges_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for edge in LegDependency.objects.filter(leg__convoy_id__in=by_convoy).values_list(
+        "leg_id", "depends_on_id"
+    ):
+        edges_of[convoy_of[edge[0]]].append(edge)
+    landing_ids = [c.landing_merge_request_id for c in by_convoy.values()]
+    landings = MergeRequest.objects.in_bulk([pk for pk in landing_ids if pk])
+    return {
+        pk: _rollup(
+            convoy, legs_of[pk], edges_of[pk], landings.get(convoy.landing_merge_request_id)
+        )
+        for pk, convoy in by_convoy.items()
+    }
 
+
+def _rollup(
+    convoy: Convoy, legs: list[Leg], edges: list[tuple[int, int]], landing: MergeRequest | None
+) -> dict[str, Any]:
     by_id = {leg.id: leg for leg in legs}
     deps: dict[int, set[int]] = {leg.id: set() for leg in legs}
     for leg_id, depends_on_id in edges:

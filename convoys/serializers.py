@@ -14,6 +14,15 @@ from convoys.models import Bead, BeadDependency, Convoy, Notification
 from rigs.serializers import AgentSerializer
 
 MAX_ID = 2**63 - 1
+# Long texts have a field limit below the request body limit (GASTOWN_MAX_BODY_BYTES): every
+# list that carries them stays small. Titles are limited by their columns (200, beads 300).
+TEXT_MAX = 20_000
+REASON_MAX = 2_000
+
+
+def text_field(**kwargs) -> serializers.CharField:
+    """A description-like text: optional, may be blank, at most TEXT_MAX characters."""
+    return serializers.CharField(required=False, allow_blank=True, max_length=TEXT_MAX, **kwargs)
 
 
 def id_field(**kwargs) -> serializers.IntegerField:
@@ -125,8 +134,8 @@ class BeadCreateSerializer(serializers.Serializer):
     leg = id_field(required=False, allow_null=True)
     convoy = id_field(required=False, allow_null=True, help_text="a convoy's pool (no rig)")
     repository = id_field(required=False, allow_null=True, help_text="a repository's pool")
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    acceptance_criteria = serializers.CharField(required=False, allow_blank=True, default="")
+    description = text_field(default="")
+    acceptance_criteria = text_field(default="")
     priority = serializers.IntegerField(required=False, default=2, min_value=0, max_value=4)
     type = serializers.ChoiceField(choices=Bead.Type.choices, required=False, default="task")
     labels = serializers.ListField(
@@ -150,8 +159,8 @@ class BeadUpdateSerializer(serializers.Serializer):
     machine (closing dispatches the work it unblocks); `in_progress` is reached by claiming."""
 
     title = serializers.CharField(max_length=300, required=False)
-    description = serializers.CharField(required=False, allow_blank=True)
-    acceptance_criteria = serializers.CharField(required=False, allow_blank=True)
+    description = text_field()
+    acceptance_criteria = text_field()
     priority = serializers.IntegerField(required=False, min_value=0, max_value=4)
     type = serializers.ChoiceField(choices=Bead.Type.choices, required=False)
     labels = serializers.ListField(
@@ -159,7 +168,7 @@ class BeadUpdateSerializer(serializers.Serializer):
     )
     defer_until = serializers.DateTimeField(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Bead.Status.choices, required=False)
-    close_reason = serializers.CharField(required=False, allow_blank=True)
+    close_reason = serializers.CharField(required=False, allow_blank=True, max_length=REASON_MAX)
 
 
 class BeadClaimSerializer(serializers.Serializer):
@@ -172,7 +181,9 @@ class BeadClaimSerializer(serializers.Serializer):
 
 
 class BeadCloseSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=REASON_MAX
+    )
 
 
 class BeadCloseResultSerializer(serializers.Serializer):
@@ -209,7 +220,7 @@ class DependencyRemoveResultSerializer(serializers.Serializer):
 class LegInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=63, help_text="names the leg inside its convoy")
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = text_field()
     rig = id_field(required=False, allow_null=True, help_text="an existing rig")
     agent = serializers.CharField(
         required=False,
@@ -218,8 +229,12 @@ class LegInputSerializer(serializers.Serializer):
         max_length=63,
         help_text="or: an agent to provision a rig for at launch",
     )
-    scope = serializers.ListField(child=serializers.CharField(), required=False, max_length=100)
-    watch = serializers.ListField(child=serializers.CharField(), required=False, max_length=100)
+    scope = serializers.ListField(
+        child=serializers.CharField(max_length=500), required=False, max_length=100
+    )
+    watch = serializers.ListField(
+        child=serializers.CharField(max_length=500), required=False, max_length=100
+    )
     depends_on = serializers.ListField(
         child=serializers.CharField(max_length=63),
         required=False,
@@ -230,7 +245,7 @@ class LegInputSerializer(serializers.Serializer):
 
 class ConvoyCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = text_field(default="")
     repository = id_field()
     target_branch = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=200
@@ -250,7 +265,9 @@ class ConvoyCreateSerializer(serializers.Serializer):
 
 
 class ConvoyCancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=REASON_MAX
+    )
 
 
 class LegSerializer(serializers.Serializer):

@@ -110,3 +110,10 @@ class EventListView(generics.ListAPIView):
         if kind:
             qs = qs.filter(kind=kind[:60])
         return access.events_visible(self.request.user, qs)
+
+    def list(self, request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        rows = (
+            access.event_for(request.user, row) for row in self.get_serializer(page, many=True).data
+        )
+        return self.get_paginated_response([row for row in rows if row is not None])

@@ -30,6 +30,22 @@ _KINDS = [
     EventKind(
         "merge_request.state", "a merge request moved state", ("merge_request", "from", "to")
     ),
+    EventKind("rig.updated", "a rig's settings were edited", ("rig", "slug", "fields")),
+    EventKind(
+        "merge_request.updated",
+        "a queued merge request was edited (its priority)",
+        ("merge_request", "fields", "priority"),
+    ),
+    EventKind("repository.registered", "a repository was registered", ("repository", "name")),
+    EventKind(
+        "repository.updated",
+        "a repository's settings were edited",
+        ("repository", "name", "fields"),
+    ),
+    EventKind("agent.updated", "an agent's settings were edited", ("agent", "name", "fields")),
+    EventKind(
+        "agent.token", "an agent's token was rotated or revoked", ("agent", "name", "action")
+    ),
     # convoys
     EventKind("convoy.created", "a convoy was planned", ("title", "slug", "legs")),
     EventKind("convoy.state", "a convoy moved state", ("title", "from", "to", "reason")),

@@ -38,7 +38,7 @@ def public_url(host: str, port: str | int) -> str:
 def demo_seed_on_start() -> None:
     """Seed the demo on an empty database and say where to watch it. A failure is reported and
     the server starts anyway."""
-    from runner.demo import demo_seed_if_empty
+    from demo.seed import demo_seed_if_empty
 
     try:
         convoy = demo_seed_if_empty()

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -30,6 +31,10 @@ def env_list(name: str, default: str) -> list[str]:
 
 TESTING = "pytest" in sys.modules
 
+# Everything the server creates (database, logs, sockets, keys, worktrees) is private to its user:
+# directories 0700, files 0600.
+os.umask(0o077)
+
 # Under pytest each run gets a private data dir, so tests never share var/ (or its embedded
 # Redis) with a running `make run`.
 if os.environ.get("GASTOWN_DATA_DIR"):
@@ -38,7 +43,8 @@ elif TESTING:
     DATA_DIR = Path(tempfile.mkdtemp(prefix="gastown-test-")).resolve()
 else:
     DATA_DIR = BASE_DIR / "var"
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+DATA_DIR.chmod(0o700)
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -80,14 +86,18 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
     "common",
     "events",
     "rigs",
     "convoys",
     "runner",
+    "demo",
+    "board",
 ]
 
 MIDDLEWARE = [
+    "common.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -96,6 +106,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # last: it answers a locked-out login before the view checks the password
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gastown_site.urls"
@@ -112,6 +125,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "runner.context_processors.sandbox",
             ],
         },
     },
@@ -193,6 +207,22 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
+# Logins are throttled (django-axes): after GASTOWN_LOGIN_FAILURES wrong passwords for one user
+# name, or from one address, further attempts are refused without checking the password until
+# GASTOWN_LOGIN_COOLOFF_MINUTES pass (or an admin runs `manage.py axes_reset`).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("GASTOWN_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = float(os.environ.get("GASTOWN_LOGIN_COOLOFF_MINUTES", "15")) / 60
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = int(os.environ.get("GASTOWN_PROXY_COUNT", "0")) or None
+AXES_VERBOSE = False
+# Failed API token checks per client address per minute before the address is refused (429).
+GASTOWN_TOKEN_FAILURES_PER_MINUTE = int(os.environ.get("GASTOWN_TOKEN_FAILURES_PER_MINUTE", "30"))
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -236,6 +266,11 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -269,6 +304,46 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- Security: request size, HTTPS, headers ------------------------------------------------------
+# A request body larger than this gets 413 (the API's error body) before anything reads it.
+GASTOWN_MAX_BODY_BYTES = int(os.environ.get("GASTOWN_MAX_BODY_BYTES", str(1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = GASTOWN_MAX_BODY_BYTES
+# Production (DATABASE_URL set, DEBUG off) is served over HTTPS behind a proxy that sets
+# X-Forwarded-Proto (docs/operations.md); each of these can be turned off for a plain-HTTP
+# installation on a trusted network.
+PRODUCTION = bool(DATABASE_URL) and not DEBUG and not TESTING
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("GASTOWN_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("GASTOWN_SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = int(os.environ.get("GASTOWN_HSTS_SECONDS", "31536000" if PRODUCTION else "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GASTOWN_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("GASTOWN_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+if not SECURE_HSTS_PRELOAD:
+    # a deliberate choice (preloading is hard to undo), not an oversight
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Content-Security-Policy: the board loads nothing from elsewhere and runs no inline script
+# (style attributes set progress-bar widths).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF, "ws:", "wss:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # --- Gas Town ---------------------------------------------------------------------------------
 # Repositories may only live under these roots (paths outside are refused at registration).
 GASTOWN_REPOSITORY_ROOTS = [
@@ -287,6 +362,7 @@ if GASTOWN_SANDBOX not in ("bwrap", "none"):
     raise ImproperlyConfigured(f"GASTOWN_SANDBOX must be bwrap or none, not {GASTOWN_SANDBOX!r}")
 # Who may read which events (events.access asks this module).
 GASTOWN_EVENT_ACCESS = "convoys.event_access"
+GASTOWN_WEBHOOK_ALLOW_PRIVATE = env_bool("GASTOWN_WEBHOOK_ALLOW_PRIVATE", False)  # private hosts
 GASTOWN_URL = os.environ.get("GASTOWN_URL", "http://127.0.0.1:8000").rstrip("/")
 GASTOWN_MAX_AGENTS = int(os.environ.get("GASTOWN_MAX_AGENTS") or os.cpu_count() or 2)
 GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
@@ -305,5 +381,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}},
+    "loggers": {"daphne": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

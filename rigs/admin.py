@@ -1,20 +1,100 @@
+"""The admin for repositories, agents, rigs, merge requests and personal tokens.
+
+Every change goes through a service (which validates and appends its event): `save_model`
+calls `repository_update`, `agent_update`, `rig_update` or `merge_request_prioritize` with the
+fields the form changed; state and what workers record are read-only here. A refusal from a
+service is shown as a message, never a 500.
+
+Tokens are shown once, on the response page itself (`token_once_response`): never in a message,
+which would carry them in the (signed, not encrypted) messages cookie."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
-from django.utils import timezone
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from common.admin import run_service_action
+from common.errors import Refusal, error_text
 from rigs import services
 from rigs.models import Agent, ApiToken, MergeRequest, Repository, Rig
 
+TOKENS_ATTR = "_gastown_tokens_to_show"
 
-def show_token_once(modeladmin, request, owner: str, token: str) -> None:
-    """Only the token's hash is stored: this message is the one time it can be seen."""
-    modeladmin.message_user(
-        request, f"Token for {owner} (shown once, store it now): {token}", messages.WARNING
+
+def show_token_once(request, owner: str, token: str) -> None:
+    """Remember a new token for this request's response page (`token_once_response`)."""
+    tokens = getattr(request, TOKENS_ATTR, None) or []
+    tokens.append((owner, token))
+    setattr(request, TOKENS_ATTR, tokens)
+
+
+def token_once_response(modeladmin, request, tokens, continue_url: str) -> TemplateResponse:
+    """The one page a token is ever shown on. Not cached, not stored."""
+    response = TemplateResponse(
+        request,
+        "admin/rigs/token_once.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Token (shown once)",
+            "opts": modeladmin.model._meta,
+            "tokens": tokens,
+            "continue_url": continue_url,
+        },
     )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class _ServiceRefused(Exception):
+    """A service refused a change the admin form had accepted (raised out of the form's
+    transaction, so nothing of it is saved)."""
+
+
+def _service_call(call):
+    try:
+        return call()
+    except (Refusal, ValidationError) as exc:
+        raise _ServiceRefused(error_text(exc)) from exc
+
+
+class ServiceModelAdmin(admin.ModelAdmin):
+    """Saves through services: a refusal rolls the whole form back and comes back as a
+    message on the same page."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except _ServiceRefused as exc:
+            self.message_user(request, f"Not saved: {exc}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def response_add(self, request, obj, post_url_continue=None):
+        tokens = getattr(request, TOKENS_ATTR, None)
+        if tokens:
+            return token_once_response(self, request, tokens, self._change_url(obj))
+        return super().response_add(request, obj, post_url_continue)
+
+    def _change_url(self, obj) -> str:
+        meta = self.model._meta
+        return reverse(
+            f"admin:{meta.app_label}_{meta.model_name}_change",
+            args=[obj.pk],
+            current_app=self.admin_site.name,
+        )
+
+    def _changelist_url(self) -> str:
+        meta = self.model._meta
+        return reverse(
+            f"admin:{meta.app_label}_{meta.model_name}_changelist", current_app=self.admin_site.name
+        )
+
+    @staticmethod
+    def changed(form, editable) -> dict:
+        return {name: form.cleaned_data[name] for name in form.changed_data if name in editable}
 
 
 class RepositoryForm(forms.ModelForm):
@@ -51,7 +131,7 @@ class RepositoryForm(forms.ModelForm):
 
 
 @admin.register(Repository)
-class RepositoryAdmin(admin.ModelAdmin):
+class RepositoryAdmin(ServiceModelAdmin):
     form = RepositoryForm
     list_display = [
         "name",
@@ -72,10 +152,12 @@ class RepositoryAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Repository, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            changes = self.changed(form, services.REPOSITORY_EDITABLE)
+            current = Repository.objects.get(pk=obj.pk)
+            _service_call(lambda: services.repository_update(repository=current, **changes))
             return
         fields = {f: form.cleaned_data[f] for f in form.cleaned_data}
-        saved = services.repository_register(**fields)
+        saved = _service_call(lambda: services.repository_register(**fields))
         obj.pk, obj.created_at, obj.updated_at = saved.pk, saved.created_at, saved.updated_at
 
     def get_queryset(self, request):
@@ -87,7 +169,7 @@ class RepositoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ServiceModelAdmin):
     list_display = [
         "name",
         "runtime",
@@ -103,16 +185,33 @@ class AgentAdmin(admin.ModelAdmin):
     actions = ["rotate_token", "revoke_token"]
 
     def save_model(self, request, obj: Agent, form, change: bool) -> None:
-        token = None if change else obj.issue_token()
-        super().save_model(request, obj, form, change)
-        if token:
-            show_token_once(self, request, obj.name, token)
+        data = form.cleaned_data
+        if change:
+            changes = self.changed(form, services.AGENT_EDITABLE)
+            current = Agent.objects.get(pk=obj.pk)
+            _service_call(lambda: services.agent_update(agent=current, **changes))
+            return
+        agent, token = _service_call(
+            lambda: services.agent_create(
+                name=data["name"],
+                runtime=data.get("runtime") or Agent.Runtime.CUSTOM,
+                runtime_command=data.get("runtime_command", ""),
+                token_expires_at=data.get("token_expires_at"),
+                is_active=data.get("is_active", True),
+            )
+        )
+        obj.pk, obj.token_prefix = agent.pk, agent.token_prefix
+        obj.created_at, obj.updated_at = agent.created_at, agent.updated_at
+        show_token_once(request, agent.name, token)
 
     @admin.action(description="Issue a new token (shown once)")
-    def rotate_token(self, request, queryset) -> None:
+    def rotate_token(self, request, queryset):
         for agent in queryset:
-            token = services.agent_rotate_token(agent=agent)
-            self.message_user(request, f"New token for {agent.name}: {token}", messages.WARNING)
+            show_token_once(request, agent.name, services.agent_rotate_token(agent=agent))
+        tokens = getattr(request, TOKENS_ATTR, None)
+        if tokens:
+            return token_once_response(self, request, tokens, self._changelist_url())
+        return None
 
     @admin.action(description="Revoke token")
     def revoke_token(self, request, queryset) -> None:
@@ -134,7 +233,7 @@ class MergeRequestInline(admin.TabularInline):
 
 
 @admin.register(Rig)
-class RigAdmin(admin.ModelAdmin):
+class RigAdmin(ServiceModelAdmin):
     list_display = [
         "slug",
         "repository",
@@ -188,18 +287,22 @@ class RigAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: Rig, form, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            changes = self.changed(form, services.RIG_EDITABLE)
+            current = Rig.objects.select_related("repository").get(pk=obj.pk)
+            _service_call(lambda: services.rig_update(rig=current, **changes))
             return
         data = form.cleaned_data
-        saved = services.rig_request(
-            repository=data["repository"],
-            slug=data["slug"],
-            agent=data.get("agent"),
-            scope=data.get("scope") or [],
-            watch=data.get("watch") or [],
-            sparse=data.get("sparse", False),
-            base_ref=data.get("base_ref", ""),
-            role=data.get("role", ""),
+        saved = _service_call(
+            lambda: services.rig_request(
+                repository=data["repository"],
+                slug=data["slug"],
+                agent=data.get("agent"),
+                scope=data.get("scope") or [],
+                watch=data.get("watch") or [],
+                sparse=data.get("sparse", False),
+                base_ref=data.get("base_ref", ""),
+                role=data.get("role", ""),
+            )
         )
         obj.pk = saved.pk
 
@@ -256,7 +359,10 @@ class RigAdmin(admin.ModelAdmin):
 
 
 @admin.register(MergeRequest)
-class MergeRequestAdmin(admin.ModelAdmin):
+class MergeRequestAdmin(ServiceModelAdmin):
+    """Read-only but for a queued request's priority (merge_request_prioritize); cancelling is
+    an action (merge_request_cancel)."""
+
     list_display = [
         "id",
         "rig",
@@ -275,6 +381,7 @@ class MergeRequestAdmin(admin.ModelAdmin):
     readonly_fields = [
         "rig",
         "repository",
+        "source_branch",
         "target_branch",
         "state",
         "source_commit",
@@ -301,6 +408,14 @@ class MergeRequestAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # merge requests are made by asking to land a rig (API, CLI, board)
 
+    def save_model(self, request, obj: MergeRequest, form, change: bool) -> None:
+        if "priority" in form.changed_data:
+            current = MergeRequest.objects.get(pk=obj.pk)
+            priority = form.cleaned_data["priority"]
+            _service_call(
+                lambda: services.merge_request_prioritize(merge_request=current, priority=priority)
+            )
+
     @admin.display(description="source")
     def source_short(self, obj: MergeRequest) -> str:
         return obj.source_commit[:10]
@@ -323,7 +438,7 @@ class MergeRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ServiceModelAdmin):
     """Personal API tokens for scripts: shown once when added, revocable."""
 
     list_display = [
@@ -342,13 +457,22 @@ class ApiTokenAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user"]
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A token acts as its user: it cannot be handed to someone else.
+        return ["user", *self.readonly_fields] if obj else self.readonly_fields
+
     def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
-        token = None if change else obj.issue()
-        super().save_model(request, obj, form, change)
-        if token:
-            show_token_once(self, request, str(obj.user), token)
+        if change:
+            super().save_model(request, obj, form, change)  # its name and expiry only
+            return
+        data = form.cleaned_data
+        token, raw = services.api_token_create(
+            user=data["user"], name=data.get("name", ""), expires_at=data.get("expires_at")
+        )
+        obj.pk, obj.token_prefix, obj.created_at = token.pk, token.token_prefix, token.created_at
+        show_token_once(request, str(token.user), raw)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = services.api_tokens_revoke(tokens=queryset)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -20,7 +20,7 @@ from common.api import error_response
 from rigs import services
 from rigs.auth import calling_agent
 from rigs.models import Agent, MergeRequest, Repository, Rig
-from rigs.permissions import ReadOrOperator, RigWrite, is_operator
+from rigs.permissions import ReadOrOperator, RigWrite, command_fields_check, is_operator
 from rigs.serializers import (
     MergeRequestSerializer,
     RepositorySerializer,
@@ -49,6 +49,11 @@ class RepositoryListView(generics.ListCreateAPIView):
     permission_classes = [ReadOrOperator]
     filterset_fields = ["name", "target_branch"]
 
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        # Before validation: setting a command is refused whatever else the body holds.
+        command_fields_check(request.user, request.data)
+        return super().post(request, *args, **kwargs)
+
     def perform_create(self, serializer) -> None:
         serializer.instance = services.repository_register(**serializer.validated_data)
 
@@ -76,6 +81,7 @@ class RigListView(generics.ListCreateAPIView):
 
     @extend_schema(request=RigCreateSerializer, responses={201: RigSerializer})
     def post(self, request: Request, *args, **kwargs) -> Response:
+        command_fields_check(request.user, request.data)
         data = RigCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
@@ -103,14 +109,19 @@ class RigDetailView(generics.RetrieveUpdateAPIView):
     permission_classes = [RigWrite]
     http_method_names = ["get", "patch", "head", "options"]
 
+    def patch(self, request: Request, *args, **kwargs) -> Response:
+        command_fields_check(request.user, request.data)
+        return super().patch(request, *args, **kwargs)
+
     def perform_update(self, serializer) -> None:
-        # Only the agent-facing settings may change; identity fields are fixed once created.
-        allowed = {"notify_level", "role"}
-        extra = set(serializer.validated_data) - allowed
+        # Only the agent-facing settings may change here; identity fields are fixed once
+        # created (the admin may also change the agent and globs, through the same service).
+        values = dict(serializer.validated_data)
+        extra = set(values) - set(services.RIG_SETTINGS)
         if extra:
             field = sorted(extra)[0]
             raise ValidationError({field: f"'{field}' cannot change after the rig is created."})
-        serializer.save()
+        serializer.instance = services.rig_update(rig=serializer.instance, **values)
 
 
 class RigActionView(APIView):

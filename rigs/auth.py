@@ -118,8 +118,15 @@ class AgentTokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Token contains invalid characters.") from exc
+        address = request.META.get("REMOTE_ADDR", "")
+        wait = token_failures_wait(address)
+        if wait is not None:
+            raise exceptions.Throttled(
+                wait, "Too many failed token checks from this address; retry later."
+            )
         principal = principal_for_token(raw)
         if principal is None:
+            token_failure_record(address)
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired token.")
         return principal
 
@@ -167,6 +174,17 @@ def _scope_token(scope: dict) -> str | None:
     return None
 
 
+def _scope_principal(scope: dict, raw: str):
+    """A websocket's token, checked under the same failed-token limit as the API's."""
+    address = (scope.get("client") or ("", 0))[0] or ""
+    if not raw or token_failures_wait(address) is not None:
+        return None
+    principal = principal_for_token(raw)
+    if principal is None:
+        token_failure_record(address)
+    return principal
+
+
 class TokenAuthMiddleware:
     """Channels middleware: a token in the query string or the Authorization header sets
     `scope["user"]` (an AgentUser or the token's person) and `scope["auth"]`. A bad token means
@@ -181,7 +199,7 @@ class TokenAuthMiddleware:
         if raw is not None:
             from channels.db import database_sync_to_async
 
-            principal = await database_sync_to_async(principal_for_token)(raw) if raw else None
+            principal = await database_sync_to_async(_scope_principal)(scope, raw)
             user, auth = principal if principal else (AnonymousUser(), None)
             scope = {**scope, "user": user, "auth": auth}
         return await self.inner(scope, receive, send)
@@ -193,17 +211,21 @@ class TokenAuthMiddleware:
 _REDIS = None
 
 
+def _redis():
+    global _REDIS
+    if _REDIS is None:
+        import redis
+
+        _REDIS = redis.Redis.from_url(settings.REDIS_URL)
+    return _REDIS
+
+
 def _count(key: str, window: int) -> int:
     """Count one request in `key`'s window and return the count. Redis when the deployment has
     one (every web process shares the budget; INCR and EXPIRE in one round trip), else the
     process-local default cache (the embedded default runs one web process)."""
-    global _REDIS
     if settings.REDIS_URL:
-        if _REDIS is None:
-            import redis
-
-            _REDIS = redis.Redis.from_url(settings.REDIS_URL)
-        pipe = _REDIS.pipeline(transaction=False)
+        pipe = _redis().pipeline(transaction=False)
         pipe.incr(f"gastown-throttle:{key}")
         pipe.expire(f"gastown-throttle:{key}", window + 1)
         return int(pipe.execute()[0])
@@ -211,6 +233,46 @@ def _count(key: str, window: int) -> int:
 
     cache.add(key, 0, window + 1)
     return cache.incr(key)
+
+
+FAILURE_WINDOW = 60
+
+
+def _failure_key(address: str) -> str:
+    bucket = int(time.time() // FAILURE_WINDOW)
+    return f"{settings.RUN_TAG}:token-failures:{address}:{bucket}"
+
+
+def token_failures_wait(address: str) -> float | None:
+    """Seconds to wait when `address` failed too many token checks this minute, else None.
+    (Failed checks are throttled before the token is looked up: guessing costs the guesser.)"""
+    limit = settings.GASTOWN_TOKEN_FAILURES_PER_MINUTE
+    if limit <= 0:
+        return None
+    try:
+        failures = _peek(_failure_key(address))
+    except Exception:  # a guard, not a dependency: fail open
+        logger.warning("throttle cache unavailable; not throttling", exc_info=True)
+        return None
+    if failures < limit:
+        return None
+    return FAILURE_WINDOW - time.time() % FAILURE_WINDOW
+
+
+def token_failure_record(address: str) -> None:
+    try:
+        _count(_failure_key(address), FAILURE_WINDOW)
+    except Exception:
+        logger.warning("throttle cache unavailable; failure not counted", exc_info=True)
+
+
+def _peek(key: str) -> int:
+    if settings.REDIS_URL:
+        value = _redis().get(f"gastown-throttle:{key}")
+        return int(value or 0)
+    from django.core.cache import cache
+
+    return int(cache.get(key) or 0)
 
 
 class TokenRateThrottle(throttling.BaseThrottle):

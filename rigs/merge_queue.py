@@ -11,9 +11,7 @@
 
 import logging
 import os
-import signal
 import socket
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,8 +21,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.process import private_dir
 from common.statemachine import StaleState
-from rigs import git, paths, services
+from rigs import commands, git, paths, services
 from rigs.models import MergeQueueLease, MergeRequest, Repository
 
 logger = logging.getLogger(__name__)
@@ -84,36 +83,27 @@ class GateResult:
 def gate_run(repository: Repository, commit: str) -> GateResult:
     """Run the repository's gate command against `commit` in a throwaway detached worktree.
 
-    The gate is operator configuration (like CI), so it runs through /bin/sh; its process group
-    is killed at the time limit. The worktree is always removed (also after a crash: the next
+    The gate is admin configuration (like CI), so it runs through /bin/sh, but on code an agent
+    wrote: sandboxed, with an allow-listed environment (rigs.commands); its process group is
+    killed at the time limit. The worktree is always removed (also after a crash: the next
     run's cleanup removes leftovers whose owner is dead)."""
     started = time.monotonic()
     if not repository.gate_command:
         return GateResult(True, 0, "", 0.0)
-    with git.temporary_worktree(
-        repository.path, commit, paths.gate_scratch_dir(repository.name)
-    ) as scratch:
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", repository.gate_command],
-            cwd=scratch,
-            env={**os.environ, "GASTOWN_CANDIDATE": commit},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
+    scratch_dir = private_dir(paths.gate_scratch_dir(repository.name))
+    with git.temporary_worktree(repository.path, commit, scratch_dir) as scratch:
+        result = commands.checkout_command_run(
+            repository.gate_command,
+            checkout=scratch,
+            variables={"GASTOWN_CANDIDATE": commit},
+            timeout=repository.gate_timeout_seconds,
         )
-        try:
-            output, _ = process.communicate(timeout=repository.gate_timeout_seconds)
-            code = process.returncode
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
-            output += f"\n[gastown] gate timed out after {repository.gate_timeout_seconds}s"
-            code = None
+    output = result.output
+    if result.timed_out:
+        output += f"\n[gastown] gate timed out after {repository.gate_timeout_seconds}s"
     tail = "\n".join(output.splitlines()[-GATE_LOG_LINES:])
-    return GateResult(code == 0, code, tail, time.monotonic() - started)
+    # (the output is scrubbed of the server's secrets by checkout_command_run)
+    return GateResult(result.exit_code == 0, result.exit_code, tail, time.monotonic() - started)
 
 
 # --- candidates -------------------------------------------------------------------------------

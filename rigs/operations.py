@@ -8,19 +8,19 @@ import fcntl
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.process import private_dir, secrets_scrub
 from common.statemachine import StaleState
-from rigs import git, paths, services
+from rigs import commands, git, paths, services
 from rigs.models import Repository, Rig
 
 logger = logging.getLogger(__name__)
@@ -46,14 +46,16 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _copy_configured_files(repository: Repository, worktree: Path) -> None:
+def _copy_configured_files(repository: Repository, worktree: Path) -> list[Path]:
     """Copy or link ignored files such as `.env` from the main checkout into the worktree.
 
     Globs are matched in the repository's checkout; nothing may resolve outside it (no
-    symlink escapes) or land outside the worktree."""
+    symlink escapes) or land outside the worktree. Returns what was linked (the setup
+    command's sandbox may read it)."""
     source_root = Path(repository.path).resolve()
+    linked: list[Path] = []
     if not (source_root / ".git").exists():
-        return  # a bare repository has no files of its own to copy
+        return linked  # a bare repository has no files of its own to copy
     for pattern, link in [(p, False) for p in repository.copy_files] + [
         (p, True) for p in repository.link_files
     ]:
@@ -75,10 +77,12 @@ def _copy_configured_files(repository: Repository, worktree: Path) -> None:
                 shutil.rmtree(target)
             if link:
                 target.symlink_to(resolved)
+                linked.append(resolved)
             elif resolved.is_dir():
                 shutil.copytree(resolved, target, symlinks=True)
             else:
                 shutil.copy2(resolved, target)
+    return linked
 
 
 class SetupFailed(Exception):
@@ -87,47 +91,47 @@ class SetupFailed(Exception):
         self.output = output
 
 
-def run_setup_command(command: str, worktree: Path, rig: Rig) -> str:
+def run_setup_command(
+    command: str, worktree: Path, rig: Rig, *, linked: Iterable[Path] = ()
+) -> str:
     """Run the repository's setup command in the new worktree.
 
-    The command is operator configuration (like a Makefile target), so it runs through
-    /bin/sh; nothing an agent sends ever reaches it. Its process group is killed on timeout."""
-    env = {
-        **os.environ,
-        "GASTOWN_RIG": rig.slug,
-        "GASTOWN_BRANCH": rig.branch,
-        "GASTOWN_WORKTREE": str(worktree),
-    }
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", command],
-        cwd=worktree,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    The command is admin configuration (like a Makefile target), so it runs through /bin/sh;
+    nothing an agent sends ever reaches it. It runs on the rig's branch, though, so it is
+    sandboxed with an allow-listed environment (rigs.commands): it sees its worktree and the
+    files linked into it (`linked`, read-only), not the data dir or other rigs. Its process
+    group is killed on timeout; its output comes back scrubbed of the server's secrets."""
+    result = commands.checkout_command_run(
+        command,
+        checkout=worktree,
+        variables={
+            "GASTOWN_RIG": rig.slug,
+            "GASTOWN_BRANCH": rig.branch,
+            "GASTOWN_WORKTREE": str(worktree),
+        },
+        timeout=SETUP_TIMEOUT_SECONDS,
+        readable=linked,
     )
-    try:
-        output, _ = process.communicate(timeout=SETUP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        raise SetupFailed(
-            f"setup command timed out after {SETUP_TIMEOUT_SECONDS}s", output
-        ) from None
-    if process.returncode != 0:
-        raise SetupFailed(f"setup command exited with {process.returncode}", output)
-    return output
+    if result.timed_out:
+        raise SetupFailed(f"setup command timed out after {SETUP_TIMEOUT_SECONDS}s", result.output)
+    if result.exit_code != 0:
+        raise SetupFailed(f"setup command exited with {result.exit_code}", result.output)
+    return result.output
+
+
+def _private_parents(worktree: Path) -> Path:
+    """The worktree root and the repository's folder in it, private (0700); returns the latter.
+    (The worktree itself is made by git; nothing outside the server's user may enter above it.)"""
+    private_dir(Path(settings.GASTOWN_WORKTREE_ROOT))
+    return private_dir(worktree.parent)
 
 
 @contextmanager
 def rig_exclusive(rig: Rig) -> Iterator[bool]:
     """Yield True if this process may work on the rig now: a non-blocking flock per rig, so a
     duplicate delivery skips while the first runs, and a crashed holder releases it at once."""
-    lock_dir = Path(rig.worktree_path).parent / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{rig.slug}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock_dir = private_dir(_private_parents(Path(rig.worktree_path)) / ".locks")
+    fd = os.open(lock_dir / f"{rig.slug}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,6 +177,7 @@ def _rig_provision(rig: Rig) -> None:
             raise git.GitError(f"base '{base_rev}' does not exist in {repository.name}")
         sparse_paths = (rig.scope + rig.watch) if rig.sparse else None
         worktree = Path(rig.worktree_path)
+        _private_parents(worktree)
         created = git.worktree_add(
             repository.path,
             worktree,
@@ -180,12 +185,13 @@ def _rig_provision(rig: Rig) -> None:
             create_from=base_commit,
             sparse_paths=sparse_paths,
         )
+        linked: list[Path] = []
         if repository.copy_files or repository.link_files:
             services.rig_progress_set(rig=rig, progress=60, label="copying files")
-            _copy_configured_files(repository, worktree)
+            linked = _copy_configured_files(repository, worktree)
         if repository.setup_command:
             services.rig_progress_set(rig=rig, progress=70, label="running setup")
-            run_setup_command(repository.setup_command, worktree, rig)
+            run_setup_command(repository.setup_command, worktree, rig, linked=linked)
         # A branch made just now sits on the base; one that was there (a retry after a crash)
         # may have moved, and its base is where it left the target.
         head = base_commit
@@ -210,7 +216,7 @@ def _rig_provision(rig: Rig) -> None:
         output = (
             exc.tail(TAIL_LINES) if isinstance(exc, git.GitError) else getattr(exc, "output", "")
         )
-        reason = f"{exc}\n{_tail(output)}".strip()
+        reason = secrets_scrub(f"{exc}\n{_tail(output)}".strip())
         logger.warning("provisioning rig %s failed: %s", rig.slug, exc)
         rig.refresh_from_db()
         if rig.state == Rig.State.PROVISIONING:
@@ -280,9 +286,7 @@ def _rig_teardown(rig: Rig, force: bool, requested_by: str) -> str:
     dirty = git.status_porcelain(worktree) if worktree.is_dir() else []
     if (unmerged or dirty) and not force:
         message = services.lost_work_message(rig, unmerged, [line[3:] for line in dirty])
-        with transaction.atomic():
-            Rig.objects.filter(pk=rig.pk).update(failure_reason=message)
-            services.rig_progress_set(rig=rig, progress=rig.progress, label="teardown refused")
+        services.rig_teardown_refused_record(rig=rig, message=message)
         return message
     archive_ref = ""
     if tip is not None and (unmerged or dirty):
@@ -377,3 +381,29 @@ def reconcile_run(*, repository_id: int | None = None, repair: bool = False) -> 
                     detail += "; synced"
                 report.add("branch_moved", repository, detail, repaired=repair)
     return report
+
+
+def rig_rebase_run(*, rig: Rig, onto: str) -> bool:
+    """Rebase an idle rig's worktree onto `onto` (a commit of its target), under the rig's lock,
+    then record a sync (head, ahead/behind, changed files) the way `rig_sync_run` does. Returns
+    whether it was rebased: False when another worker holds the rig, when the rig is no longer
+    live, its worktree is missing or dirty, or the rebase conflicts (then it is aborted and the
+    worktree left as it was). Asked for by cascades, which decide when a rig should be kept
+    current; nothing else here decides that."""
+    worktree = Path(rig.worktree_path) if rig.worktree_path else None
+    if worktree is None or not worktree.is_dir():
+        return False
+    with rig_exclusive(rig) as mine:
+        if not mine:
+            return False
+        current = Rig.objects.select_related("repository").get(pk=rig.pk)
+        if current.state not in Rig.LIVE_STATES:
+            return False
+        try:
+            if git.is_dirty(worktree) or not git.rebase_worktree(worktree, onto):
+                return False
+        except git.GitError as exc:
+            logger.warning("rig %s: rebase onto %s failed: %s", rig.slug, onto[:12], exc)
+            return False
+        rig_sync_run(current.id)
+    return True

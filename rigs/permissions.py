@@ -104,3 +104,43 @@ class RigWrite(HasRole):
             else "Only operators may do this."
         )
         return False
+
+
+# --- commands the server runs ------------------------------------------------------------------
+# Fields whose value the server executes (through /bin/sh) or copies onto disk for every rig:
+# admins (staff, superusers) set them, in the admin; nobody sets them through the API. (A
+# person who may set these may run anything as the server's user.)
+COMMAND_FIELDS = ("gate_command", "setup_command", "copy_files", "link_files", "runtime_command")
+
+
+def command_fields_check(user, data) -> None:
+    """Refuse (403, naming the field) a request body that sets a command field, unless the
+    caller is an admin. Sending one empty is not setting it."""
+    if is_admin(user) or not hasattr(data, "get"):
+        return
+    from common.errors import Refusal
+
+    for name in COMMAND_FIELDS:
+        if name in data and data.get(name) not in (None, "", [], {}):
+            raise Refusal(
+                f"'{name}' is a command the server runs: only an admin may set it (in the admin).",
+                code="permission_denied",
+                field=name,
+                status=403,
+            )
+
+
+def may_write_bead(user_or_request, bead) -> bool:
+    """May this person or agent change this bead (edit, close, add or drop its dependencies)?
+    Operators; the agent whose rig holds the bead; for a pool bead (no rig), the agent holding
+    it. `bead` is read by its attributes (`rig_id`, `rig.agent_id`, `assignee_id`): rigs does
+    not import convoys."""
+    user = getattr(user_or_request, "user", user_or_request)
+    if is_operator(user):
+        return True
+    agent = getattr(user, "agent", None) if isinstance(user, AgentUser) else None
+    if agent is None:
+        return False
+    if bead.rig_id is not None:
+        return bead.rig.agent_id == agent.id
+    return bead.assignee_id == agent.id

@@ -2,6 +2,8 @@ from rest_framework import serializers
 
 from rigs.models import Agent, MergeRequest, Repository, Rig
 
+ADMIN_ONLY = "Admin only (a command the server runs): anyone else setting it gets 403."
+
 
 class RepositorySerializer(serializers.ModelSerializer):
     class Meta:
@@ -24,8 +26,17 @@ class RepositorySerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
-        # Uniqueness is checked by the service (one place, with a clear message).
-        extra_kwargs = {"name": {"validators": []}, "path": {"validators": []}}
+        # Uniqueness is checked by the service (one place, with a clear message). The command
+        # fields are run (or copied) by the server: only admins may set them
+        # (rigs.permissions.command_fields_check; anyone else gets 403 naming the field).
+        extra_kwargs = {
+            "name": {"validators": []},
+            "path": {"validators": []},
+            **{
+                name: {"help_text": f"{ADMIN_ONLY} {Repository._meta.get_field(name).help_text}"}
+                for name in ("gate_command", "setup_command", "copy_files", "link_files")
+            },
+        }
 
 
 class ChangedFileSerializer(serializers.Serializer):

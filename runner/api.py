@@ -1,18 +1,20 @@
 """Thin DRF views for agent runs: launch, list, read, stop, follow the log, report usage."""
 
+from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.params import MAX_ID, parse_count
 from rigs.api import IdFilter, RigActionView
 from rigs.auth import calling_agent
 from rigs.permissions import is_operator, is_viewer
-from runner import selectors, services
+from runner import budgets, selectors, services
 from runner.models import AgentRun
 from runner.serializers import (
     AgentRunSerializer,
@@ -113,8 +115,8 @@ class AgentRunLogView(RunObjectMixin, APIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         run = self.get_run(request, pk)
-        offset = _int_param(request, "offset", None)
-        limit = _int_param(request, "limit", selectors.LOG_CHUNK_MAX)
+        offset = _count_param(request, "offset", None)
+        limit = _count_param(request, "limit", selectors.LOG_CHUNK_MAX)
         return Response(selectors.run_log_read(run, offset, limit))
 
 
@@ -128,14 +130,16 @@ class AgentRunUsageView(RunObjectMixin, APIView):
         body = RunUsageSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         usage = Usage(**body.validated_data)
-        run = services.agent_run_usage_add(run=run, usage=usage, source="api")
+        run = budgets.agent_run_usage_add(run=run, usage=usage, source="api")
         return Response(AgentRunSerializer(run).data)
 
 
-def _int_param(request: Request, name: str, default):
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+def _count_param(request: Request, name: str, default: int | None) -> int | None:
+    """A non-negative integer query parameter (the common parser), 400 past the 64-bit range."""
+    raw = request.query_params.get(name) or ""
+    if not raw:
         return default
-    if not raw.isdigit() or len(raw) > 15:
-        raise ValidationError({name: f"must be a non-negative integer, not {raw[:30]!r}."})
-    return int(raw)
+    value = parse_count(raw, name, maximum=MAX_ID + 1)
+    if value > MAX_ID:
+        raise ValidationError({name: f"'{raw[:30]}' is out of range."})
+    return value

@@ -15,7 +15,7 @@ from django.utils import timezone
 from common import process
 from common.statemachine import StaleState
 from rigs.models import hash_token
-from runner import services
+from runner import rules, services
 from runner.models import AgentRun
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,11 @@ def _start_verdict(run: AgentRun) -> str:
         return f"agent {run.agent.name} was deactivated"
     if rig.agent_id != run.agent_id:
         return f"rig {rig.slug} now belongs to another agent"
-    if rig.state in services.PENDING_RIG_STATES:
+    if rig.state in rules.PENDING_RIG_STATES:
         return "wait"
-    if rig.state not in services.RUNNABLE_RIG_STATES:
+    if rig.state not in rules.RUNNABLE_RIG_STATES:
         return f"rig {rig.slug} is {rig.state}"
-    refusal = services.convoy_budget_refusal(run)
+    refusal = rules.convoy_budget_refusal(run)
     return refusal or "go"
 
 
@@ -53,7 +53,7 @@ def agent_runs_dispatch() -> list[int]:
             AgentRun.objects.filter(state=State.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
             # runs waiting for their rig do not hold up the ones behind them
-            .exclude(rig__state__in=services.PENDING_RIG_STATES)
+            .exclude(rig__state__in=rules.PENDING_RIG_STATES)
             .select_related("rig", "agent")
             .order_by("created_at", "id")
         )

@@ -7,66 +7,34 @@ backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
 """
 
 import logging
-import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from common.errors import Refusal
 from common.statemachine import IllegalTransition, transition
 from convoys.models import Convoy, Leg, Notification
 from convoys.notifications import notification_send
-from convoys.selectors import rig_current_leg, rigs_current_legs
+from convoys.selectors import rig_current_leg
 from events.services import event_append
-from rigs.models import Agent, Rig
+from rigs.models import Rig
+from runner import tasks
 from runner.models import AgentRun
-from runner.usage import Usage
+from runner.rules import (
+    MAX_BACKOFF_SECONDS,
+    agent_launchable,
+    agent_runtime_command,
+    convoy_budget_message,
+    exit_description,
+    leg_needs_agent,
+)
 
 logger = logging.getLogger(__name__)
 State = AgentRun.State
-# Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
-# `gt prime` (the agent's briefing); data never gets pasted into the command text.
-RUNTIME_PRESETS = {
-    Agent.Runtime.SCRIPTED: "gastown-agent",
-    # stream-json keeps output flowing (a silent run is killed) and ends with the cost line
-    # the runner reads; gt and git are the shell commands the briefing asks for.
-    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format stream-json --verbose '
-    "--permission-mode acceptEdits --allowedTools 'Bash(gt:*)' 'Bash(git:*)'",
-    # the workspace sandbox with network on: gt must reach Gas Town
-    Agent.Runtime.CODEX: "codex exec --sandbox workspace-write "
-    '-c sandbox_workspace_write.network_access=true "$(gt prime)"',
-    Agent.Runtime.CUSTOM: "",
-}
-MAX_BACKOFF_SECONDS = 300
-# Rig states in which an agent can work (its worktree exists).
-RUNNABLE_RIG_STATES = (
-    Rig.State.READY,
-    Rig.State.WORKING,
-    Rig.State.STALLED,
-    Rig.State.MERGING,
-    Rig.State.MERGED,
-)
-# Rig states that mean "not yet": the run waits in the queue.
-PENDING_RIG_STATES = (Rig.State.REQUESTED, Rig.State.PROVISIONING)
-# A leg in these states needs its agent: not waiting for dependencies, not in the merge queue,
-# not done. An agent that exits while its leg is here is launched again to go on.
-LEG_NEEDS_AGENT = (Leg.State.READY, Leg.State.WORKING)
-# Notifications that ask a rig's agent to act: an idle agent is launched to act on them.
-WAKE_REQUESTER = "runner:wake"
-WAKE_KINDS = frozenset(
-    {
-        Notification.Kind.REBASE_NEEDED,
-        Notification.Kind.INTERFACE_CHANGED,
-        Notification.Kind.DEPENDENCIES_CHANGED,
-        Notification.Kind.GATE_FAILED,
-        Notification.Kind.MERGE_CONFLICTED,
-    }
-)
 
 
 class RunConflict(Refusal):
@@ -78,23 +46,8 @@ class RunConflict(Refusal):
         super().__init__(message, code=code)
 
 
-def agent_runtime_command(agent: Agent) -> str:
-    return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
-
-
-def agent_launchable(agent: Agent | None) -> bool:
-    """The runner launches only agents it can run; the others call in by themselves."""
-    return agent is not None and agent.is_active and bool(agent_runtime_command(agent))
-
-
-def convoy_budget_message(convoy: Convoy) -> str:
-    return (
-        f"convoy '{convoy.title}' reached its budget: ${convoy.spent_usd:.2f} spent of "
-        f"${convoy.budget_usd:.2f}; no new agent runs are launched for it"
-    )
-
-
-def _event(run: AgentRun, kind: str, payload: dict) -> None:
+def run_event(run: AgentRun, kind: str, payload: dict) -> None:
+    """Append a run's event (its rig, convoy and attempt filled in)."""
     event_append(
         kind,
         {"run": run.id, "rig": run.rig_id, "attempt": run.attempt, **payload},
@@ -110,7 +63,7 @@ def agent_run_transition(*, run: AgentRun, to: str, reason: str = "", **fields) 
     if reason:
         fields["reason"] = reason[:2000]
     transition(run, to, **fields)
-    _event(
+    run_event(
         run,
         "run.state",
         {
@@ -201,16 +154,15 @@ def agent_run_request(
     except IntegrityError as exc:  # a racing request took the rig's one active slot
         raise RunConflict("run_active", f"rig {rig.slug} already has an active run.") from exc
     queued = {"from": "", "to": State.QUEUED, "agent": agent.name, "reason": reason}
-    _event(run, "run.state", queued)
+    run_event(run, "run.state", queued)
     delay = (not_before - timezone.now()).total_seconds() if not_before else 0
     transaction.on_commit(lambda: dispatch_soon(max(0.0, delay)))
     return run
 
 
 def dispatch_soon(countdown: float = 0.0) -> None:
-    from runner.tasks import agent_runs_dispatch
-
-    agent_runs_dispatch.apply_async(countdown=countdown + (0.05 if countdown else 0))
+    """Start what can start (a task; call it after the commit)."""
+    tasks.agent_runs_dispatch.apply_async(countdown=countdown + (0.05 if countdown else 0))
 
 
 @transaction.atomic
@@ -238,17 +190,6 @@ def agent_run_mark_starting(
 def agent_run_mark_running(*, run: AgentRun, pid: int) -> AgentRun:
     run = AgentRun.objects.select_for_update().select_related("agent", "rig").get(pk=run.pk)
     return agent_run_transition(run=run, to=State.RUNNING, pid=pid)
-
-
-def exit_description(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "ended without an exit code"
-    if exit_code < 0:
-        try:
-            return f"killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            return f"killed by signal {-exit_code}"
-    return f"exited with code {exit_code}"
 
 
 @transaction.atomic
@@ -288,8 +229,7 @@ def _leg_needing_agent(leg_id: int | None) -> Leg | None:
     if leg_id is None:
         return None
     leg = Leg.objects.select_related("convoy").get(pk=leg_id)
-    needed = leg.state in LEG_NEEDS_AGENT and leg.convoy.state in Convoy.ACTIVE_STATES
-    return leg if needed else None
+    return leg if leg_needs_agent(leg) else None
 
 
 def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None:
@@ -340,71 +280,6 @@ def agent_run_launch_for_leg(
         return None
 
 
-def wake_soon(rig_ids: list[int]) -> None:
-    from runner.tasks import agent_runs_wake
-
-    agent_runs_wake.delay(rig_ids)
-
-
-def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
-    """Launch the idle agents of these rigs, told to act (an interface they use changed,
-    their merge conflicted...), so that someone acts on it. Left alone: a rig whose agent is
-    running (it reads its inbox), has no command, or has no leg that needs it; and one whose
-    notifications were acknowledged meanwhile. Returns the rigs whose agent was launched."""
-    busy = AgentRun.objects.filter(rig_id__in=rig_ids, state__in=AgentRun.ACTIVE_STATES)
-    idle = set(rig_ids) - set(busy.values_list("rig_id", flat=True))
-    legs = {
-        rig_id: leg
-        for rig_id, leg in rigs_current_legs(idle).items()
-        if leg.state in LEG_NEEDS_AGENT and leg.convoy.state in Convoy.ACTIVE_STATES
-    }
-    pending = (
-        Notification.objects.filter(rig_id__in=legs, acked_at__isnull=True, kind__in=WAKE_KINDS)
-        .order_by("rig_id", "-id")
-        .values_list("rig_id", "summary")
-    )
-    told: dict[int, list[str]] = {}
-    for rig_id, summary in pending:
-        told.setdefault(rig_id, []).append(summary)
-    woken = []
-    for rig in Rig.objects.filter(pk__in=told).select_related("agent").order_by("id"):
-        if not agent_launchable(rig.agent):
-            continue
-        leg, summaries = legs[rig.id], told[rig.id]
-        if _wakes_used_up(rig, leg):
-            continue
-        reason = f"woken by {len(summaries)} unacknowledged notification(s): {summaries[0]}"
-        if agent_run_launch_for_leg(rig=rig, leg=leg, requested_by=WAKE_REQUESTER, reason=reason):
-            woken.append(rig.id)
-    return woken
-
-
-def _wakes_used_up(rig: Rig, leg: Leg) -> bool:
-    """An agent woken GASTOWN_RUN_MAX_WAKES times for its leg since anyone else launched it is
-    not woken again (an agent that cannot get past a failing gate would otherwise be launched
-    for every failure, for ever); a person is asked instead, once. 0: never woken."""
-    if settings.GASTOWN_RUN_MAX_WAKES <= 0:
-        return True
-    runs = list(
-        AgentRun.objects.filter(rig=rig, leg=leg)
-        .exclude(requested_by="runner")  # restarts belong to the launch they restart
-        .order_by("-id")
-        .values_list("id", "requested_by")[: settings.GASTOWN_RUN_MAX_WAKES + 1]
-    )
-    wakes = 0
-    for _, requested_by in runs:
-        if requested_by != WAKE_REQUESTER:
-            break  # a person's or the convoy's launch starts the count again
-        wakes += 1
-    if wakes < settings.GASTOWN_RUN_MAX_WAKES:
-        return False
-    last = AgentRun.objects.select_related("agent", "rig").get(pk=runs[0][0])
-    if last.escalated_at is None:
-        why = f"it was woken {wakes} time(s) for leg {leg.key} and the leg is still not done"
-        agent_run_escalate(run=last, why=why)
-    return True
-
-
 @transaction.atomic
 def agent_run_escalate(*, run: AgentRun, why: str) -> AgentRun:
     """Tell the people watching: a critical notification on the rig (it reaches the convoy's
@@ -423,7 +298,7 @@ def agent_run_escalate(*, run: AgentRun, why: str) -> AgentRun:
         changes={"run": run.id, "attempt": run.attempt, "exit_code": run.exit_code},
         convoy_id=run.convoy_id,
     )
-    _event(run, "run.escalated", {"agent": run.agent.name, "reason": why})
+    run_event(run, "run.escalated", {"agent": run.agent.name, "reason": why})
     return run
 
 
@@ -442,14 +317,9 @@ def agent_run_stop(*, run: AgentRun, requested_by: str = "") -> AgentRun:
             stop_requested_at=timezone.now(), kill_reason=f"stopped{who}"[:200]
         )
         run.refresh_from_db()
-        _event(run, "run.stopping", {"agent": run.agent.name, "requested_by": requested_by})
+        run_event(run, "run.stopping", {"agent": run.agent.name, "requested_by": requested_by})
 
-    def kill() -> None:
-        from runner.tasks import agent_run_kill
-
-        agent_run_kill.delay(run.id)
-
-    transaction.on_commit(kill)
+    transaction.on_commit(lambda: tasks.agent_run_kill.delay(run.id))
     return run
 
 
@@ -458,62 +328,35 @@ def agent_run_output_seen(*, run_id: int) -> None:
     AgentRun.objects.filter(pk=run_id).update(last_output_at=timezone.now())
 
 
-@transaction.atomic
-def agent_run_usage_add(*, run: AgentRun, usage: Usage, source: str = "api") -> AgentRun:
-    """Add tokens and dollars to a run and its convoy's spend. When the convoy's spend reaches
-    its budget, queued runs of the convoy are cancelled and the convoy says so (an event)."""
-    if usage.input_tokens < 0 or usage.output_tokens < 0 or usage.cost_usd < 0:
-        raise ValidationError({"usage": "token counts and cost cannot be negative."})
-    AgentRun.objects.filter(pk=run.pk).update(
-        input_tokens=F("input_tokens") + usage.input_tokens,
-        output_tokens=F("output_tokens") + usage.output_tokens,
-        cost_usd=F("cost_usd") + usage.cost_usd,
+# --- what other apps' signals ask of the runner (runner/receivers.py) ------------------------
+
+
+def agent_run_launch_for_handed_leg(*, leg: Leg, rig: Rig) -> AgentRun | None:
+    """A convoy handed `leg` to `rig`: launch the rig's agent, unless it has none the runner
+    can run or it is running already (that run reads the "assigned"/"unblocked" notification
+    itself)."""
+    if not agent_launchable(rig.agent):
+        return None
+    if AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).exists():
+        return None
+    return agent_run_launch_for_leg(
+        rig=rig,
+        leg=leg,
+        requested_by=f"convoy:{leg.convoy.slug}",
+        reason=f"leg {leg.key} of convoy '{leg.convoy.title}' handed to rig {rig.slug}",
     )
-    run.refresh_from_db(fields=["input_tokens", "output_tokens", "cost_usd"])
-    payload = {
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cost_usd": str(run.cost_usd),
-        "source": source,
-    }
-    if run.convoy_id is None or not usage.cost_usd:
-        _event(run, "run.usage", payload)
-        return run
-    convoy = Convoy.objects.select_for_update().get(pk=run.convoy_id)
-    before = convoy.spent_usd
-    Convoy.objects.filter(pk=convoy.pk).update(spent_usd=F("spent_usd") + usage.cost_usd)
-    convoy.refresh_from_db(fields=["spent_usd"])
-    _event(run, "run.usage", {**payload, "convoy_spent_usd": str(convoy.spent_usd)})
-    budget = convoy.budget_usd
-    if budget is not None and before < budget <= convoy.spent_usd:
-        convoy_budget_reached(convoy=convoy)
-    return run
+
+
+def agent_runs_dispatch_when_provisioned(*, rig: Rig, old_state: str, new_state: str) -> None:
+    """A rig that just became ready may have runs queued for it: start them after the commit."""
+    provisioned = new_state == Rig.State.READY and old_state == Rig.State.PROVISIONING
+    if provisioned and AgentRun.objects.filter(rig=rig, state=AgentRun.State.QUEUED).exists():
+        transaction.on_commit(dispatch_soon)
 
 
 @transaction.atomic
-def convoy_budget_reached(*, convoy: Convoy) -> None:
-    message = convoy_budget_message(convoy)
-    event_append(
-        "convoy.budget_reached",
-        {
-            "title": convoy.title,
-            "budget_usd": str(convoy.budget_usd),
-            "spent_usd": str(convoy.spent_usd),
-            "message": message,
-        },
-        repository_id=convoy.repository_id,
-        convoy_id=convoy.id,
-    )
-    queued = AgentRun.objects.filter(convoy=convoy, state=State.QUEUED).select_related(
-        "agent", "rig"
-    )
-    for run in queued:
-        agent_run_cancel(run=run, reason=message)
-
-
-def convoy_budget_refusal(run: AgentRun) -> str:
-    """Why a queued run may not start because of its convoy's budget ('' when it may)."""
-    if run.convoy_id is None:
-        return ""
-    convoy = Convoy.objects.get(pk=run.convoy_id)
-    return convoy_budget_message(convoy) if convoy.budget_reached else ""
+def convoy_runs_stop(*, convoy: Convoy) -> None:
+    """A cancelled convoy's agents stop: queued runs are cancelled, live ones terminated."""
+    runs = AgentRun.objects.filter(convoy=convoy, state__in=AgentRun.ACTIVE_STATES)
+    for run in runs.select_related("agent", "rig"):
+        agent_run_stop(run=run, requested_by=f"convoy {convoy.slug} cancelled")

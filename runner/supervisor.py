@@ -11,6 +11,7 @@ import select
 import signal
 import sys
 import time
+from pathlib import Path
 
 REPORT_EVERY_SECONDS = 5.0
 MAX_LINE = 64 * 1024
@@ -25,13 +26,13 @@ def main(run_id: int) -> int:
     from django.db import close_old_connections
 
     from common import process
-    from runner import services
+    from runner import budgets, services
     from runner.logs import CappedLog
     from runner.models import AgentRun
     from runner.usage import Usage, usage_parse
 
     token = os.environ.pop("GASTOWN_RUN_TOKEN", "")
-    run = AgentRun.objects.select_related("rig", "agent").get(pk=run_id)
+    run = AgentRun.objects.select_related("rig", "rig__repository", "agent").get(pk=run_id)
     if run.state != AgentRun.State.STARTING:
         return 0
     rig = run.rig
@@ -49,8 +50,16 @@ def main(run_id: int) -> int:
         f"# gastown: run {run.id} (attempt {run.attempt}) of agent {run.agent.name} in "
         f"{rig.worktree_path} at {started}\n# $ {run.command}\n"
     )
+    if process.sandbox_mode() == "none":
+        log.note("# gastown: no sandbox (GASTOWN_SANDBOX=none): the agent runs as the server\n")
     try:
-        child = process.agent_spawn(run.command, cwd=rig.worktree_path, env=env)
+        sandbox = process.worktree_sandbox(
+            rig.worktree_path,
+            home=env["HOME"],
+            # besides the configured roots: wherever this rig's repository and worktrees live
+            hidden=(rig.repository.path, str(Path(rig.worktree_path).parent)),
+        )
+        child = process.agent_spawn(run.command, cwd=rig.worktree_path, env=env, sandbox=sandbox)
     except OSError as exc:
         log.note(f"# gastown: cannot start: {exc}\n")
         log.close()
@@ -58,7 +67,7 @@ def main(run_id: int) -> int:
         return 1
 
     def forward(signum, frame) -> None:
-        process.group_signal(child.pid, signum)
+        process.agent_signal(child.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -89,7 +98,7 @@ def main(run_id: int) -> int:
             close_old_connections()
             services.agent_run_output_seen(run_id=run.id)
             if totals.minus(reported):
-                services.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
+                budgets.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
                 reported = totals
             last_report = now
         if not ready and child.poll() is not None:
@@ -102,7 +111,7 @@ def main(run_id: int) -> int:
     process.group_signal(child.pid, signal.SIGKILL)
     close_old_connections()
     if totals.minus(reported):
-        services.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
+        budgets.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
     log.close(f"# gastown: {services.exit_description(exit_code)}\n")
     run.refresh_from_db()
     services.agent_run_exited(run=run, exit_code=exit_code)

@@ -49,6 +49,10 @@ def subprocess_env() -> dict[str, str]:
         "SECRET_KEY": "test-process-" + uuid.uuid4().hex,
         "DJANGO_SETTINGS_MODULE": "gastown_site.settings",
         "PYTHONUNBUFFERED": "1",
+        # the test servers speak plain HTTP on loopback (production redirects to HTTPS)
+        "GASTOWN_SSL_REDIRECT": "0",
+        "GASTOWN_SECURE_COOKIES": "0",
+        "GASTOWN_HSTS_SECONDS": "0",
     }
     if connection.vendor == "sqlite":
         env["GASTOWN_SQLITE_PATH"] = str(db["NAME"])

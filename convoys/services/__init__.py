@@ -7,20 +7,28 @@ in the same transaction. The package re-exports every public service, so callers
 - `convoys.services.convoys`: convoy_create, convoy_launch, convoy_leg_add, convoy_cancel,
   convoy_refresh_state, convoy_landing_merged, convoy_landing_retry, leg_land, leg_follow_rig,
   convoy_transition, leg_transition.
-- `convoys.services.beads`: bead_create, bead_dependency_add, bead_dependency_remove,
-  bead_claim (ClaimConflict), bead_close, bead_reopen, bead_transition, bead_update.
-- `convoys.notifications`: notification_send, notification_ack.
+- `convoys.services.beads`: bead_create, bead_edit, bead_claim (ClaimConflict), bead_close,
+  bead_reopen, bead_transition, bead_update.
+- `convoys.services.bead_graph`: bead_dependency_add (DependencyCycle), bead_dependency_remove,
+  bead_dependency_path.
+- `convoys.services.follow`: what the receivers of the rigs' signals call:
+  convoys_follow_rig_state, convoys_follow_merge_request, convoys_follow_merge_landed.
+- `convoys.notifications`: notification_send, notification_ack, notifications_ack.
 """
 
-from convoys.notifications import notification_ack, notification_send
+from convoys.notifications import notification_ack, notification_send, notifications_ack
+from convoys.services.bead_graph import (
+    DependencyCycle,
+    bead_dependency_add,
+    bead_dependency_path,
+    bead_dependency_remove,
+)
 from convoys.services.beads import (
     ClaimConflict,
     bead_claim,
     bead_close,
     bead_create,
-    bead_dependency_add,
-    bead_dependency_path,
-    bead_dependency_remove,
+    bead_edit,
     bead_reopen,
     bead_transition,
     bead_update,
@@ -39,15 +47,22 @@ from convoys.services.convoys import (
     leg_transition,
     rig_merge_request,
 )
+from convoys.services.follow import (
+    convoys_follow_merge_landed,
+    convoys_follow_merge_request,
+    convoys_follow_rig_state,
+)
 
 __all__ = [
     "ClaimConflict",
+    "DependencyCycle",
     "bead_claim",
     "bead_close",
     "bead_create",
     "bead_dependency_add",
     "bead_dependency_path",
     "bead_dependency_remove",
+    "bead_edit",
     "bead_reopen",
     "bead_transition",
     "bead_update",
@@ -59,10 +74,14 @@ __all__ = [
     "convoy_leg_add",
     "convoy_refresh_state",
     "convoy_transition",
+    "convoys_follow_merge_landed",
+    "convoys_follow_merge_request",
+    "convoys_follow_rig_state",
     "leg_follow_rig",
     "leg_land",
     "leg_transition",
     "notification_ack",
     "notification_send",
+    "notifications_ack",
     "rig_merge_request",
 ]

@@ -2,8 +2,8 @@
 
 `convoy_create` validates everything before writing anything; `convoy_launch` provisions the
 missing rigs and hands wave 1 to its rigs; legs land when their rig's merge lands (see
-`convoys.receivers.on_merge_landed`), and `convoy_refresh_state` is the one function that moves
-a launched convoy between launched, blocked, landing and landed and dispatches unblocked legs.
+`convoys.services.follow`), and `convoy_refresh_state` is the one function that moves a
+launched convoy between launched, blocked, landing and landed and dispatches unblocked legs.
 """
 
 from collections import defaultdict

@@ -96,7 +96,7 @@ def test_board_of_500_convoys_renders_in_a_bounded_number_of_queries(
     states = {"draft": 150, "launched": 150, "blocked": 100, "landing": 50, "landed": 50}
     convoys = bulk_convoys(repo, states, legs_per_convoy=5, agent=agent)
     assert Leg.objects.count() == 2500
-    # session, user, roles + 10 for the board (see convoys.board.board_page; the 10th counts
+    # session, user, roles + 10 for the board (see board.pages.board_page; the 10th counts
     # the agents running per convoy, for every card at once)
     with django_assert_max_num_queries(13):
         response = operator_client.get("/")

@@ -117,7 +117,7 @@ def test_launch_is_refused_without_a_runtime_command(operator_client, repo):
 @pytest.mark.parametrize("case", ["no agent", "deactivated", "no command", "failed", "budget"])
 def test_the_board_explains_a_refusal_in_the_services_words(case, rig):
     """The hidden Launch button and the API give one reason: `agent_run_refusal`."""
-    from convoys.board import launch_refusal
+    from board.pages import launch_refusal
     from convoys.selectors import rig_current_leg
 
     if case == "no agent":
@@ -277,7 +277,7 @@ def test_rig_page_queries_do_not_grow_with_runs(
     for _ in range(40):
         make_run(rig, S.FAILED, exit_code=1, escalated_at=timezone.now())
     make_run(rig, S.RUNNING)
-    # session, user, roles + ~13 for the page (see convoys.board.rig_page)
+    # session, user, roles + ~13 for the page (see board.pages.rig_page)
     with django_assert_max_num_queries(len(few)):
         html = operator_client.get(f"/rigs/{rig.id}/").content.decode()
     assert len(re.findall(r'<tr id="run-\d+"', html)) == 10

@@ -10,7 +10,7 @@ from django.utils import timezone
 from convoys import services
 from convoys.models import Bead, BeadDependency, Notification
 from convoys.selectors import bead_explain, beads_ready
-from convoys.services.beads import ClaimConflict, DependencyCycle
+from convoys.services import ClaimConflict, DependencyCycle
 from events.models import Event
 from rigs.models import Rig
 from tests import factories

@@ -229,15 +229,53 @@ def test_failed_gate_sends_the_log_tail(app_repo):
 
 
 def test_auto_rebase_keeps_idle_clean_rigs_current(app_repo):
+    """The cascade asks the rig's own operation (rigs.operations.rig_rebase_run): the rig's
+    worktree moves under its lock and the move is recorded as a sync."""
     repository = register(app_repo, auto_rebase=True)
     api = edit(rig(repository, "api"), "auth/tokens.py", TOKENS_V2)
     idle = rig(repository, "idle")
+    busy = edit(rig(repository, "busy"), "frontend/app.js", "app()\n")
+    Rig.objects.filter(pk=busy.pk).update(state=Rig.State.WORKING)  # an agent is at work
     cascade_of(land(api))
+    main = run_git(app_repo, "rev-parse", "main")
     note = inbox(idle)[K.BASE_MOVED]
-    assert "rebased" in note.summary
-    assert run_git(Path(idle.worktree_path), "rev-parse", "HEAD") == run_git(
-        app_repo, "rev-parse", "main"
-    )
+    assert "rebased" in note.summary and note.changes["rebased_onto"] == main
+    assert run_git(Path(idle.worktree_path), "rev-parse", "HEAD") == main
+    idle.refresh_from_db()
+    assert (idle.head_commit, idle.target_commit, idle.behind) == (main, main, 0)
+    assert "rebased" not in inbox(busy)[K.BASE_MOVED].summary
+    assert run_git(Path(busy.worktree_path), "rev-parse", "HEAD") == busy.head_commit
+
+
+def test_auto_rebase_is_off_unless_the_repository_allows_it(town):
+    idle = town["docs"]
+    cascade_of(land(edit(town["api"], "auth/tokens.py", TOKENS_V2)))
+    assert "behind" in inbox(idle)[K.BASE_MOVED].summary
+    assert run_git(Path(idle.worktree_path), "rev-parse", "HEAD") == idle.head_commit
+
+
+def test_cascades_are_policy_only():
+    """convoys.cascades decides who is told what; it reads the landed change through
+    rigs.landing and never runs git or reaches a worktree itself."""
+    import ast
+
+    package = Path(cascades.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+        forbidden = {
+            name
+            for name in imported
+            if name.startswith(("rigs.git", "subprocess", "git.", "common.process"))
+        }
+        assert not forbidden, f"{module.name} imports {sorted(forbidden)}"
+        text = module.read_text()
+        assert "worktree_path" not in text, f"{module.name} reaches a worktree"
 
 
 def test_cascade_runs_in_the_worker_after_a_landing(town, celery_worker):

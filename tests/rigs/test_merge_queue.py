@@ -148,12 +148,26 @@ def test_target_moved_during_gate_is_recomputed_not_overwritten(git_repo, monkey
     assert mr.attempts == 2
 
 
-def test_batch_with_one_bad_request_bisects_and_lands_the_rest(git_repo, tmp_path):
-    counter = tmp_path / "gates"
+def count_gates(monkeypatch) -> list[str]:
+    """The candidates gated, in order. (Counted outside the gate: a sandboxed gate cannot
+    write anywhere but its own checkout.)"""
+    gated: list[str] = []
+    real_gate = merge_queue.gate_run
+
+    def counting_gate(repository, commit):
+        gated.append(commit)
+        return real_gate(repository, commit)
+
+    monkeypatch.setattr(merge_queue, "gate_run", counting_gate)
+    return gated
+
+
+def test_batch_with_one_bad_request_bisects_and_lands_the_rest(git_repo, monkeypatch):
+    gated = count_gates(monkeypatch)
     repository = register(
         git_repo,
         batch_size=5,
-        gate_command=f"echo run >> {counter}; test ! -e BAD || {{ echo 'BAD found'; exit 1; }}",
+        gate_command="test ! -e BAD || { echo 'BAD found'; exit 1; }",
     )
     rigs = [rig_with_change(repository, f"r{i}", f"f{i}.txt", f"{i}\n") for i in range(5)]
     commit_file(Path(rigs[3].worktree_path), "BAD", "breaks the build\n")
@@ -171,17 +185,17 @@ def test_batch_with_one_bad_request_bisects_and_lands_the_rest(git_repo, tmp_pat
     assert "BAD found" in bad.gate_log_tail
     tree = run_git(git_repo, "ls-tree", "--name-only", "main").split()
     assert {"f0.txt", "f1.txt", "f2.txt", "f4.txt"} <= set(tree) and "BAD" not in tree
-    gates = len(counter.read_text().splitlines())
+    gates = len(gated)
     assert gates <= 5, f"bisect used {gates} gates for 5 requests (serial needs 5)"
 
 
-def test_all_passing_batch_is_gated_once(git_repo, tmp_path):
-    counter = tmp_path / "gates"
-    repository = register(git_repo, batch_size=4, gate_command=f"echo run >> {counter}")
+def test_all_passing_batch_is_gated_once(git_repo, monkeypatch):
+    gated = count_gates(monkeypatch)
+    repository = register(git_repo, batch_size=4, gate_command="echo run")
     mrs = [request_merge(rig_with_change(repository, f"r{i}", f"f{i}.txt", "x")) for i in range(4)]
     process(repository)
     assert {MergeRequest.objects.get(pk=mr.pk).state for mr in mrs} == {S.MERGED}
-    assert len(counter.read_text().splitlines()) == 1
+    assert len(gated) == 1
     assert len(set(MergeRequest.objects.values_list("batch_id", flat=True))) == 1
 
 

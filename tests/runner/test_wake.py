@@ -13,7 +13,7 @@ from convoys.models import Convoy, Leg, Notification
 from convoys.notifications import notification_send
 from events.models import Event
 from rigs.models import Rig
-from runner import services
+from runner import services, wakes
 from runner.models import AgentRun
 from tests import factories
 
@@ -113,13 +113,13 @@ def test_an_idle_agent_told_to_act_is_launched():
     rig, leg = working_rig()
     tell(rig)
     tell(rig, "merge_conflicted", "merge of rig/x conflicted in api/tokens.py")
-    assert services.agent_runs_wake(rig_ids=[rig.id]) == [rig.id]
+    assert wakes.agent_runs_wake(rig_ids=[rig.id]) == [rig.id]
     run = AgentRun.objects.get(rig=rig)
     assert run.state == S.QUEUED and run.leg == leg and run.requested_by == "runner:wake"
     assert run.reason == (
         "woken by 2 unacknowledged notification(s): merge of rig/x conflicted in api/tokens.py"
     )
-    assert services.agent_runs_wake(rig_ids=[rig.id]) == []  # it is queued: not twice
+    assert wakes.agent_runs_wake(rig_ids=[rig.id]) == []  # it is queued: not twice
 
 
 def test_waking_leaves_alone_who_needs_no_wake(django_assert_max_num_queries):
@@ -140,7 +140,7 @@ def test_waking_leaves_alone_who_needs_no_wake(django_assert_max_num_queries):
         tell(rig)
     rigs = [busy, no_command, acked, waiting, merging, told_only_news, no_leg, due]
     with django_assert_max_num_queries(30):  # a few queries, plus one launch
-        woken = services.agent_runs_wake(rig_ids=[r.id for r in rigs])
+        woken = wakes.agent_runs_wake(rig_ids=[r.id for r in rigs])
     assert woken == [due.id]
     assert list(AgentRun.objects.filter(state=S.QUEUED).values_list("rig_id", flat=True)) == [
         due.id
@@ -156,7 +156,7 @@ def test_wakes_are_bounded_per_leg_then_a_person_is_asked(settings):
 
     def wake_and_finish(summary: str) -> list[int]:
         tell(rig, summary=summary)
-        woken = services.agent_runs_wake(rig_ids=[rig.id])
+        woken = wakes.agent_runs_wake(rig_ids=[rig.id])
         # it ran and a continuation ended the chain (restarts do not count as wakes)
         run = AgentRun.objects.filter(rig=rig).order_by("-id").first()
         AgentRun.objects.filter(rig=rig).update(state=S.SUCCEEDED)
@@ -184,7 +184,7 @@ def test_no_wakes_at_all_when_the_limit_is_zero(settings):
     settings.GASTOWN_RUN_MAX_WAKES = 0
     rig, _ = working_rig()
     tell(rig)
-    assert services.agent_runs_wake(rig_ids=[rig.id]) == []
+    assert wakes.agent_runs_wake(rig_ids=[rig.id]) == []
     assert not AgentRun.objects.exists()
     assert not Notification.objects.filter(kind="escalation").exists()
 
@@ -193,14 +193,14 @@ def test_a_refused_wake_says_why_on_the_convoy():
     rig, leg = working_rig()
     Convoy.objects.filter(pk=leg.convoy_id).update(budget_usd="1.00", spent_usd="1.00")
     tell(rig)
-    assert services.agent_runs_wake(rig_ids=[rig.id]) == []
+    assert wakes.agent_runs_wake(rig_ids=[rig.id]) == []
     refused = Event.objects.get(kind="run.refused")
     assert refused.convoy_id == leg.convoy_id and "reached its budget" in refused.payload["reason"]
 
 
 def test_only_notifications_asking_to_act_schedule_a_wake(django_capture_on_commit_callbacks):
     def wakes(callbacks) -> list:
-        return [c for c in callbacks if "on_notifications_created" in c.__qualname__]
+        return [c for c in callbacks if "rigs_wake_later" in c.__qualname__]
 
     rig, _ = working_rig()
     with django_capture_on_commit_callbacks() as callbacks:

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from rigs.models import ApiToken
+from rigs.services import api_token_create
 
 
 class Command(BaseCommand):
@@ -26,9 +26,6 @@ class Command(BaseCommand):
             raise CommandError(f"user '{username}' is deactivated.")
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days must be positive.")
-        token = ApiToken(user=user, name=name[:100])
-        if expires_in_days:
-            token.expires_at = timezone.now() + timedelta(days=expires_in_days)
-        raw = token.issue()
-        token.save()
+        expires = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        _token, raw = api_token_create(user=user, name=name, expires_at=expires)
         self.stdout.write(raw)

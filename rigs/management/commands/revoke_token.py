@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from rigs.models import Agent, ApiToken, hash_token
-from rigs.services import agent_revoke_token
+from rigs.services import agent_revoke_token, api_tokens_revoke
 
 
 class Command(BaseCommand):
@@ -32,7 +31,7 @@ class Command(BaseCommand):
             tokens = live.filter(token_hash=hash_token(token))
         else:
             tokens = live.filter(token_prefix=token)
-        count = tokens.update(revoked_at=timezone.now())
+        count = api_tokens_revoke(tokens=tokens)
         if not count:
             raise CommandError("no matching live personal token.")
         self.stdout.write(f"revoked {count} personal token(s)")

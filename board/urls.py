@@ -1,0 +1,36 @@
+"""The board's URLs: its pages, their live fragments (`.../live/`, `board/...`) and the POSTs
+behind their controls; included under the "board" namespace (`board:rig-detail`), so their names
+never shadow the API's."""
+
+from django.urls import path
+
+from board import views
+
+app_name = "board"
+
+urlpatterns = [
+    path("", views.board_view, name="board"),
+    path("board/columns/", views.board_columns, name="board-columns"),
+    path("board/card/<int:pk>/", views.board_card, name="board-card"),
+    path("convoys/new/", views.convoy_new, name="convoy-new"),
+    path("convoys/<int:pk>/", views.convoy_detail, name="convoy-detail"),
+    path("convoys/<int:pk>/live/", views.convoy_live, name="convoy-live"),
+    path("convoys/<int:pk>/move/", views.convoy_move, name="convoy-move"),
+    path("convoys/<int:pk>/launch/", views.convoy_launch, name="convoy-launch"),
+    path("convoys/<int:pk>/cancel/", views.convoy_cancel, name="convoy-cancel"),
+    path(
+        "convoys/<int:pk>/landing-retry/", views.convoy_landing_retry, name="convoy-landing-retry"
+    ),
+    path("rigs/<int:pk>/", views.rig_detail, name="rig-detail"),
+    path("rigs/<int:pk>/live/", views.rig_live, name="rig-live"),
+    path("rigs/<int:pk>/merge/", views.rig_merge, name="rig-merge"),
+    path("rigs/<int:pk>/retry/", views.rig_retry, name="rig-retry-page"),
+    path("rigs/<int:pk>/sync/", views.rig_sync, name="rig-sync-page"),
+    path("rigs/<int:pk>/teardown/", views.rig_teardown, name="rig-teardown-page"),
+    path("rigs/<int:pk>/launch/", views.rig_launch, name="rig-launch"),
+    path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
+    path("notifications/<int:pk>/ack/", views.notification_ack, name="notification-ack-page"),
+    path("repositories/", views.repository_list, name="repositories"),
+    path("repositories/<int:pk>/queue/", views.merge_queue, name="merge-queue"),
+    path("repositories/<int:pk>/queue/live/", views.merge_queue_live, name="merge-queue-live"),
+]

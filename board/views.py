@@ -1,0 +1,435 @@
+"""Pages of the board and the small views behind their controls.
+
+Thin: a form reads the input (`board.forms`), `board.pages` reads, one service writes. Every
+page, fragment and POST needs a login with a role (`rigs.permissions.is_viewer`: a login with
+no role gets 403, like the API); every write is a POST with CSRF from an operator
+(`is_operator`, else 403). A request that asks for JSON (the page's scripts do) gets
+`{"ok": true, "message": ...}` or `{"error": {"code", "message", "field"}}` with a 4xx; a plain
+form post is redirected back with the message shown on the page. Bad input (a query string's
+`repository=²`) is a 400 page naming the field, never a 500.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from board import forms, pages
+from common.errors import Refusal, error_text
+from convoys import services
+from convoys.models import Convoy, Notification
+from rigs import services as rig_services
+from rigs.models import Rig
+from rigs.permissions import is_operator, is_viewer
+from runner import services as run_services
+from runner.models import AgentRun
+
+S = Convoy.State
+NO_ROLE = "Your account has no role: ask an admin to add you to 'viewer' or 'operator'."
+NOT_OPERATOR = "Only operators may do this."
+
+
+class Refused(Refusal):
+    """A move the board itself refuses (e.g. dragging into a derived column)."""
+
+
+def _page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    context.setdefault("can_operate", is_operator(request.user))
+    context.setdefault("can_view", is_viewer(request.user))
+    return render(request, template, context, status=status)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _error_body(exc: Refusal | ValidationError) -> dict[str, Any]:
+    """The API's error body (`code`, `message`, `field`) for a refusal or bad input."""
+    if isinstance(exc, Refusal):
+        code, field = exc.code, exc.field
+    else:
+        code = "invalid"
+        field = next(iter(exc.error_dict), None) if hasattr(exc, "error_dict") else None
+    return {"error": {"code": code, "message": error_text(exc), "field": field}}
+
+
+def _error_page(request: HttpRequest, exc: Refusal | ValidationError, status: int) -> HttpResponse:
+    """A refusal with no page to go back to (no role, bad query string): JSON, or a page that
+    says why."""
+    if _wants_json(request):
+        return JsonResponse(_error_body(exc), status=status)
+    context = {"status": status, "message": error_text(exc)}
+    return _page(request, "board/error.html", context, status=status)
+
+
+def _forbidden(request: HttpRequest, message: str, code: str = "forbidden") -> HttpResponse:
+    return _error_page(request, Refusal(message, code=code, status=403), 403)
+
+
+def _bad_input(request: HttpRequest, form) -> HttpResponse:
+    """400 for a form (a query string) that does not parse, naming its fields."""
+    return _error_page(request, ValidationError(form.errors.as_data()), 400)
+
+
+def role_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Every board view: a login (anonymous people go to the login page) with a role."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_viewer(request.user):
+            return _forbidden(request, NO_ROLE, code="no_role")
+        return view(request, *args, **kwargs)
+
+    return login_required(checked)
+
+
+def _back(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next") or request.headers.get("Referer") or default
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return default
+
+
+def _act(
+    request: HttpRequest,
+    action: Callable[[], str],
+    *,
+    default_next: str,
+    refused_extra: Callable[[], dict[str, Any]] | None = None,
+) -> HttpResponse:
+    """Run one operator action and answer the way the caller asked (JSON or redirect). The one
+    place the board turns a refusal into an answer: a `Refusal` with its status, a Django
+    ValidationError with 400, both shown as `common.errors.error_text`."""
+    if not is_operator(request.user):
+        return _forbidden(request, NOT_OPERATOR)
+    try:
+        message = action()
+    except (ValidationError, Refusal) as exc:
+        status = exc.status if isinstance(exc, Refusal) else 400
+        if _wants_json(request):
+            extra = refused_extra() if refused_extra else {}
+            return JsonResponse({**_error_body(exc), **extra}, status=status)
+        messages.error(request, error_text(exc))
+        return redirect(_back(request, default_next))
+    if _wants_json(request):
+        return JsonResponse({"ok": True, "message": message})
+    messages.success(request, message)
+    return redirect(_back(request, default_next))
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def _filters(request: HttpRequest) -> forms.BoardFilterForm:
+    return forms.BoardFilterForm(request.GET)
+
+
+@role_required
+@require_GET
+def board_view(request: HttpRequest) -> HttpResponse:
+    form = _filters(request)
+    if not form.is_valid():
+        return _bad_input(request, form)
+    context = pages.board_page(form.filters())
+    return _page(request, "board/board.html", {**context, "nav": "board"})
+
+
+@role_required
+@require_GET
+def board_columns(request: HttpRequest) -> HttpResponse:
+    """The columns alone: the filters and a burst of live updates swap these in."""
+    form = _filters(request)
+    if not form.is_valid():
+        return _bad_input(request, form)
+    return _page(request, "board/_columns.html", pages.board_page(form.filters()))
+
+
+@role_required
+@require_GET
+def board_card(request: HttpRequest, pk: int) -> HttpResponse:
+    """One card, for a live update; 204 when the page's filters hide it (or it is gone)."""
+    form = _filters(request)
+    if not form.is_valid():
+        return _bad_input(request, form)
+    card = pages.board_card(pk, form.filters())
+    if card is None:
+        return HttpResponse(status=204)
+    return _page(request, "board/_card.html", {"card": card})
+
+
+@role_required
+@require_GET
+def convoy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/convoy.html", pages.convoy_page(pk))
+
+
+@role_required
+@require_GET
+def convoy_live(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/_convoy_live.html", pages.convoy_page(pk))
+
+
+@role_required
+@require_GET
+def rig_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/rig.html", pages.rig_page(pk))
+
+
+@role_required
+@require_GET
+def rig_live(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/_rig_live.html", pages.rig_page(pk))
+
+
+@role_required
+@require_GET
+def repository_list(request: HttpRequest) -> HttpResponse:
+    return _page(request, "board/repositories.html", {**pages.repositories_page(), "nav": "queues"})
+
+
+@role_required
+@require_GET
+def merge_queue(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/queue.html", {**pages.merge_queue_page(pk), "nav": "queues"})
+
+
+@role_required
+@require_GET
+def merge_queue_live(request: HttpRequest, pk: int) -> HttpResponse:
+    return _page(request, "board/_queue_live.html", pages.merge_queue_page(pk))
+
+
+# --- convoys: create, move, launch, cancel -----------------------------------------------------
+
+
+@role_required
+def convoy_new(request: HttpRequest) -> HttpResponse:
+    if not is_operator(request.user):
+        return _forbidden(request, "Only operators may create convoys.")
+    form = forms.NewConvoyForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            convoy = services.convoy_create(**form.convoy_input(), created_by=request.user)
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, f"Convoy '{convoy.title}' created as a draft.")
+            return redirect("board:convoy-detail", pk=convoy.pk)
+    errors, leg_errors = form.errors, form.leg_errors
+    return _page(
+        request,
+        "board/convoy_new.html",
+        {
+            **pages.convoy_new_page(),
+            "form": form.form,
+            "legs": form.legs,
+            "errors": errors,
+            "leg_errors": leg_errors,
+            "nav": "new",
+        },
+        status=400 if errors or leg_errors else 200,
+    )
+
+
+def _move(convoy: Convoy, to: str, reason: str) -> str:
+    """Drag between columns: draft → launched launches, anything → cancelled cancels; the
+    derived columns refuse with the reason."""
+    if to == convoy.state:
+        return f"'{convoy.title}' is already {to}."
+    if to == S.CANCELLED:
+        services.convoy_cancel(convoy=convoy, reason=reason)
+        return f"'{convoy.title}' cancelled."
+    if to == S.LAUNCHED:
+        if convoy.state != S.DRAFT:
+            raise Refused(
+                f"only a draft launches; '{convoy.title}' is {convoy.state} and its state "
+                "follows its legs"
+            )
+        services.convoy_launch(convoy=convoy)
+        return f"'{convoy.title}' launched."
+    if to in pages.DERIVED_COLUMNS:
+        raise Refused(pages.DERIVED_COLUMNS[to])
+    if to == S.DRAFT:
+        raise Refused("a convoy cannot go back to draft")
+    raise Refused(f"unknown column '{to}'")
+
+
+@role_required
+@require_POST
+def convoy_move(request: HttpRequest, pk: int) -> HttpResponse:
+    convoy = get_object_or_404(Convoy, pk=pk)
+    to = request.POST.get("to", "")
+
+    def action() -> str:
+        return _move(convoy, to, reason=f"moved on the board by {request.user.get_username()}")
+
+    def where_it_is() -> dict[str, Any]:
+        # The card snaps back to the column of the convoy's real state.
+        return {"state": Convoy.objects.filter(pk=pk).values_list("state", flat=True).first()}
+
+    return _act(request, action, default_next=reverse("board:board"), refused_extra=where_it_is)
+
+
+@role_required
+@require_POST
+def convoy_launch(request: HttpRequest, pk: int) -> HttpResponse:
+    convoy = get_object_or_404(Convoy, pk=pk)
+
+    def action() -> str:
+        services.convoy_launch(convoy=convoy)
+        return f"'{convoy.title}' launched."
+
+    return _act(request, action, default_next=reverse("board:convoy-detail", args=[pk]))
+
+
+@role_required
+@require_POST
+def convoy_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    convoy = get_object_or_404(Convoy, pk=pk)
+    reason = f"cancelled by {request.user.get_username()}"
+    return _act(
+        request,
+        lambda: _move(convoy, S.CANCELLED, reason),
+        default_next=reverse("board:convoy-detail", args=[pk]),
+    )
+
+
+@role_required
+@require_POST
+def convoy_landing_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    convoy = get_object_or_404(Convoy, pk=pk)
+
+    def action() -> str:
+        services.convoy_landing_retry(convoy=convoy)
+        return f"Landing of '{convoy.title}' queued again."
+
+    return _act(request, action, default_next=reverse("board:convoy-detail", args=[pk]))
+
+
+# --- rigs: request merge, retry, sync, teardown; notifications: ack ----------------------------
+
+
+@role_required
+@require_POST
+def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
+    rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
+
+    def action() -> str:
+        mr = services.rig_merge_request(rig=rig, requested_by=request.user.get_username())
+        return f"Merge request #{mr.id} queued: {rig.branch} → {mr.target_branch}."
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+@role_required
+@require_POST
+def rig_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    rig = get_object_or_404(Rig, pk=pk)
+
+    def action() -> str:
+        rig_services.rig_retry(rig=rig)
+        return f"Rig {rig.slug} is being provisioned again."
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+@role_required
+@require_POST
+def rig_sync(request: HttpRequest, pk: int) -> HttpResponse:
+    rig = get_object_or_404(Rig, pk=pk)
+
+    def action() -> str:
+        rig_services.rig_sync_request(rig=rig)
+        return f"Rig {rig.slug} will be synced with its branch on disk."
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+@role_required
+@require_POST
+def rig_teardown(request: HttpRequest, pk: int) -> HttpResponse:
+    rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
+    force = request.POST.get("force") in ("1", "on", "true")
+
+    def action() -> str:
+        rig_services.rig_teardown_request(
+            rig=rig, force=force, requested_by=request.user.get_username()
+        )
+        return (
+            f"Teardown of rig {rig.slug} requested"
+            + (" (forced: its work is archived first)." if force else ".")
+            + " A worker re-checks for unmerged work before removing anything."
+        )
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+# --- agent runs: launch, stop ------------------------------------------------------------------
+
+
+@role_required
+@require_POST
+def rig_launch(request: HttpRequest, pk: int) -> HttpResponse:
+    """Launch the rig's agent (its runtime command in the rig's worktree) as a new run."""
+    rig = get_object_or_404(Rig.objects.select_related("agent", "repository"), pk=pk)
+
+    def action() -> str:
+        who = request.user.get_username()
+        run = run_services.agent_run_request(
+            rig=rig, requested_by=who, reason=f"launched by {who} from the board"
+        )
+        return (
+            f"Agent {run.agent.name} launched in rig {rig.slug} as run #{run.id}: it starts "
+            "as soon as the rig is ready and an agent slot is free."
+        )
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
+
+
+@role_required
+@require_POST
+def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a run: a queued one is cancelled, a live one's processes are terminated."""
+    run = get_object_or_404(AgentRun.objects.select_related("agent", "rig"), pk=pk)
+
+    def action() -> str:
+        stopped = run_services.agent_run_stop(run=run, requested_by=request.user.get_username())
+        if stopped.state == AgentRun.State.CANCELLED:
+            return f"Run #{run.id} was cancelled before it started."
+        grace = settings.GASTOWN_RUN_STOP_GRACE_SECONDS
+        return f"Stopping run #{run.id}: its processes get SIGTERM, then SIGKILL after {grace:g} s."
+
+    return _act(request, action, default_next=reverse("board:rig-detail", args=[run.rig_id]))
+
+
+@role_required
+@require_POST
+def notification_ack(request: HttpRequest, pk: int) -> HttpResponse:
+    notification = get_object_or_404(Notification, pk=pk)
+
+    def action() -> str:
+        services.notification_ack(notification=notification)
+        return "Notification acknowledged."
+
+    return _act(
+        request, action, default_next=reverse("board:rig-detail", args=[notification.rig_id])
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """`/healthz` (outside the board's namespace, no login): the database answers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok", "database": connection.vendor})

@@ -1,0 +1,51 @@
+"""Thin DRF views for the agents' side of Gas Town: validate, call one service or selector,
+serialize. Domain refusals (`common.errors.Refusal`) become their status in `common.api`.
+
+- `me.py`: who am I, and the prime briefing (`convoys.briefing`);
+- `convoys.py`: convoys; `beads.py`: the task graph; `notifications.py`: a rig's inbox;
+- `merge_requests.py`: a rig asks to land its branch;
+- `base.py`: reading a body, finding an object or a bead, the bead write check.
+"""
+
+from convoys.api.beads import (
+    BeadClaimView,
+    BeadCloseView,
+    BeadDependencyDetailView,
+    BeadDependencyView,
+    BeadDetailView,
+    BeadListView,
+    bead_row,
+)
+from convoys.api.convoys import (
+    ConvoyCancelView,
+    ConvoyDetailView,
+    ConvoyLaunchView,
+    ConvoyListView,
+)
+from convoys.api.me import MeView, PrimeView
+from convoys.api.merge_requests import RigMergeRequestView
+from convoys.api.notifications import (
+    NotificationAckAllView,
+    NotificationAckView,
+    NotificationListView,
+)
+
+__all__ = [
+    "BeadClaimView",
+    "BeadCloseView",
+    "BeadDependencyDetailView",
+    "BeadDependencyView",
+    "BeadDetailView",
+    "BeadListView",
+    "ConvoyCancelView",
+    "ConvoyDetailView",
+    "ConvoyLaunchView",
+    "ConvoyListView",
+    "MeView",
+    "NotificationAckAllView",
+    "NotificationAckView",
+    "NotificationListView",
+    "PrimeView",
+    "RigMergeRequestView",
+    "bead_row",
+]

@@ -1,0 +1,166 @@
+"""A rig's inbox: list (cheap polling with ETag and `since`), acknowledge one, acknowledge all."""
+
+import hashlib
+from datetime import UTC, datetime
+
+from django.db.models import Count, Max
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.params import optional_id, parse_flag
+from convoys import services
+from convoys.api.base import body, get_object
+from convoys.models import Notification
+from convoys.serializers import (
+    AckAllResultSerializer,
+    AckAllSerializer,
+    NotificationSerializer,
+)
+from rigs.auth import calling_agent
+from rigs.models import Rig
+from rigs.permissions import RigWrite, is_operator, owns_rig
+
+
+def _since(params) -> datetime | None:
+    value = params.get("since", "").strip()
+    if not value:
+        return None
+    try:
+        parsed = parse_datetime(value.replace(" ", "+"))  # an unescaped '+' arrives as ' '
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValidationError({"since": f"'{value}' is not an ISO 8601 date-time."})
+    try:  # in UTC: the database need not understand odd offsets (-22:39) or year 1
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValidationError({"since": f"'{value}' is out of range."}) from None
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("rig", OpenApiTypes.INT, description="only this rig's inbox"),
+        OpenApiParameter("unacked", OpenApiTypes.BOOL, description="only unacknowledged"),
+        OpenApiParameter(
+            "since",
+            OpenApiTypes.DATETIME,
+            description="only those created or changed after this (the `X-Since` of the last "
+            "answer)",
+        ),
+        OpenApiParameter("kind", OpenApiTypes.STR, enum=Notification.Kind.values),
+        OpenApiParameter("severity", OpenApiTypes.STR, enum=Notification.Severity.values),
+        OpenApiParameter(
+            "If-None-Match",
+            OpenApiTypes.STR,
+            OpenApiParameter.HEADER,
+            description="the `ETag` of the last answer: 304 when nothing changed",
+        ),
+    ],
+    responses={
+        200: NotificationSerializer(many=True),
+        304: OpenApiResponse(description="Not modified since the `ETag` you sent."),
+    },
+)
+class NotificationListView(generics.ListAPIView):
+    """A rig's inbox, newest first. Agents see only their own rigs' notifications.
+
+    Cheap polling: the answer carries an `ETag` (send it back as `If-None-Match`: 304 when
+    nothing changed, one small query) and `X-Since` (send it back as `?since=`: only what
+    arrived or changed after it)."""
+
+    serializer_class = NotificationSerializer
+    filter_backends: list = []
+
+    def get_queryset(self):
+        params = self.request.query_params
+        qs = Notification.objects.all()
+        rig = optional_id(params, "rig")
+        agent = calling_agent(self.request)
+        if agent is not None:
+            if rig is not None and not Rig.objects.filter(pk=rig, agent=agent).exists():
+                raise PermissionDenied(f"rig {rig} is not yours; agents read their own inbox.")
+            qs = qs.filter(rig__agent=agent)
+        if rig is not None:
+            qs = qs.filter(rig_id=rig)
+        if parse_flag(params, "unacked"):
+            qs = qs.filter(acked_at__isnull=True)
+        since = _since(params)
+        if since is not None:
+            qs = qs.filter(updated_at__gt=since)
+        for name, choices in (
+            ("kind", Notification.Kind.values),
+            ("severity", Notification.Severity.values),
+        ):
+            value = params.get(name, "").strip()
+            if value and value not in choices:
+                raise ValidationError({name: f"'{value}' is not one of {', '.join(choices)}."})
+            if value:
+                qs = qs.filter(**{name: value})
+        return qs.order_by("-created_at", "-id")
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        qs = self.get_queryset()
+        summary = qs.order_by().aggregate(n=Count("id"), last=Max("updated_at"), top=Max("id"))
+        identity = f"{request.user}|{request.auth.pk if request.auth else ''}"
+        blob = f"{identity}|{sorted(request.query_params.lists())}|{summary}"
+        etag = f'W/"{hashlib.sha256(blob.encode()).hexdigest()[:32]}"'
+        since = (summary["last"] or timezone.now()).isoformat()
+        headers = {"ETag": etag, "X-Since": since, "Cache-Control": "private, no-cache"}
+        if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        page = self.paginate_queryset(qs)
+        response = self.get_paginated_response(NotificationSerializer(page, many=True).data)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+
+class NotificationAckView(APIView):
+    """Acknowledge one notification (acking twice keeps the first time)."""
+
+    permission_classes = [RigWrite]
+
+    def rig_of(self, notification: Notification) -> Rig:
+        return notification.rig
+
+    @extend_schema(request=None, responses={200: NotificationSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        notification = get_object(Notification.objects.select_related("rig"), "notification", pk)
+        self.check_object_permissions(request, notification)
+        notification = services.notification_ack(notification=notification)
+        return Response(NotificationSerializer(notification).data)
+
+
+class NotificationAckAllView(APIView):
+    """Acknowledge every unacked notification of a rig (agents: of all their rigs by default;
+    operators must name the rig)."""
+
+    permission_classes = [RigWrite]
+
+    @extend_schema(
+        operation_id="v1_notifications_ack_all",
+        request=AckAllSerializer,
+        responses={200: AckAllResultSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        rig_id = body(AckAllSerializer, request).get("rig")
+        agent = calling_agent(request)
+        if rig_id is not None:
+            rig = get_object(Rig.objects.all(), "rig", rig_id, "rig")
+            if not (is_operator(request.user) or owns_rig(request, rig)):
+                raise PermissionDenied("Agents may only act on their own rigs.")
+            inbox = Notification.objects.filter(rig=rig)
+        elif agent is not None:
+            inbox = Notification.objects.filter(rig__agent=agent)
+        elif is_operator(request.user):
+            raise ValidationError({"rig": "name the rig whose notifications to acknowledge."})
+        else:
+            raise PermissionDenied("Only operators and agents acknowledge notifications.")
+        return Response({"acked": services.notifications_ack(notifications=inbox)})

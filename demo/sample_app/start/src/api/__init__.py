@@ -1,0 +1,1 @@
+"""The sample app's HTTP API."""

@@ -1,0 +1,182 @@
+"""Merge requests: create, move, cancel, prioritize, land."""
+
+import contextlib
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from common.errors import Refusal
+from common.statemachine import StaleState, transition
+from events.services import event_append
+from rigs import signals, tasks
+from rigs.models import MergeRequest, Repository, Rig
+from rigs.services.base import _merge_request_state_event, _validate_field
+from rigs.services.rigs import rig_transition
+from rigs.validators import validate_branch_name
+
+
+@transaction.atomic
+def merge_request_transition(
+    *, merge_request: MergeRequest, to: str, reason: str = "", **fields: Any
+) -> MergeRequest:
+    old = merge_request.state
+    if to not in MergeRequest.ACTIVE_STATES:
+        fields.setdefault("finished_at", timezone.now())
+    if reason:
+        fields.setdefault("reason", reason)
+    transition(merge_request, to, **fields)
+    _merge_request_state_event(merge_request, old, to)
+    signals.merge_request_state_changed.send(
+        sender=MergeRequest, merge_request=merge_request, old_state=old, new_state=to
+    )
+    return merge_request
+
+
+@transaction.atomic
+def merge_request_cancel(*, merge_request: MergeRequest, reason: str = "cancelled") -> MergeRequest:
+    return merge_request_transition(
+        merge_request=merge_request, to=MergeRequest.State.CANCELLED, reason=reason
+    )
+
+
+@transaction.atomic
+def merge_request_prioritize(*, merge_request: MergeRequest, priority: int) -> MergeRequest:
+    """Move a queued request up or down the queue (0 is most urgent)."""
+    if not 0 <= priority <= 4:
+        raise ValidationError({"priority": "priority must be between 0 and 4."})
+    if priority == merge_request.priority:
+        return merge_request
+    updated = MergeRequest.objects.filter(pk=merge_request.pk, state=MergeRequest.State.QUEUED)
+    if not updated.update(priority=priority, updated_at=timezone.now()):
+        merge_request.refresh_from_db(fields=["state"])
+        raise Refusal(
+            f"merge request {merge_request.id} is {merge_request.state}; only a queued request "
+            "can change priority.",
+            code="not_queued",
+            field="priority",
+        )
+    merge_request.priority = priority
+    event_append(
+        "merge_request.updated",
+        {"merge_request": merge_request.id, "fields": ["priority"], "priority": priority},
+        repository_id=merge_request.repository_id,
+        rig_id=merge_request.rig_id,
+    )
+    return merge_request
+
+
+class MergeInProgress(Refusal):
+    """A merge of this branch is being checked or gated right now."""
+
+    code = "merge_in_progress"
+    field = "rig"
+
+
+@transaction.atomic
+def merge_request_create(
+    *,
+    repository: Repository,
+    source_branch: str,
+    target_branch: str,
+    rig: Rig | None = None,
+    priority: int = 2,
+    requested_by: str = "",
+) -> MergeRequest:
+    """Queue `source_branch` to land on `target_branch`. A queued request for the same branch is
+    superseded (its newer tip is what lands); one already being checked refuses with 409."""
+    _validate_field("source_branch", validate_branch_name, source_branch)
+    _validate_field("target_branch", validate_branch_name, target_branch)
+    if source_branch == target_branch:
+        raise ValidationError({"target_branch": "a branch cannot merge into itself."})
+    if not 0 <= priority <= 4:
+        raise ValidationError({"priority": "priority must be between 0 and 4."})
+    if rig is not None and rig.state not in Rig.LIVE_STATES:
+        raise ValidationError(
+            {"rig": f"rig {rig.slug} is {rig.state}; only a provisioned rig can ask to merge."}
+        )
+    active = list(
+        MergeRequest.objects.select_for_update().filter(
+            repository=repository,
+            source_branch=source_branch,
+            target_branch=target_branch,
+            state__in=MergeRequest.ACTIVE_STATES,
+        )
+    )
+    for previous in active:
+        if previous.state != MergeRequest.State.QUEUED:
+            raise MergeInProgress(
+                f"merge request {previous.id} for {source_branch} is {previous.state}; "
+                "wait for it to finish, then ask again."
+            )
+        merge_request_transition(
+            merge_request=previous,
+            to=MergeRequest.State.SUPERSEDED,
+            reason="superseded by a newer request",
+        )
+    merge_request = MergeRequest.objects.create(
+        repository=repository,
+        rig=rig,
+        source_branch=source_branch,
+        target_branch=target_branch,
+        source_commit=rig.head_commit if rig is not None else "",
+        priority=priority,
+        requested_by=requested_by,
+    )
+    _merge_request_state_event(merge_request, "", merge_request.state)
+    signals.merge_request_state_changed.send(
+        sender=MergeRequest, merge_request=merge_request, old_state="", new_state="queued"
+    )
+    if rig is not None and rig.state != Rig.State.MERGING:
+        rig_transition(rig=rig, to=Rig.State.MERGING, reason=f"merge request {merge_request.id}")
+    transaction.on_commit(lambda: tasks.merge_queue_process.delay(repository.id, target_branch))
+    return merge_request
+
+
+@transaction.atomic
+def merge_request_finish(
+    *, merge_request: MergeRequest, to: str, reason: str = "", **fields: Any
+) -> MergeRequest:
+    """End a merge request that did not land (conflicted, failed, cancelled); its rig goes back
+    to work. Receivers tell the rig why (conflicting files, gate log)."""
+    merge_request_transition(merge_request=merge_request, to=to, reason=reason, **fields)
+    rig = merge_request.rig
+    if rig is not None and rig.state == Rig.State.MERGING:
+        with contextlib.suppress(StaleState):
+            rig_transition(rig=rig, to=Rig.State.WORKING, reason=f"merge {to}")
+    return merge_request
+
+
+@transaction.atomic
+def merge_requests_landed(
+    *,
+    merge_requests: list[MergeRequest],
+    repository: Repository,
+    target_branch: str,
+    old_tip: str,
+    new_tip: str,
+    changed_paths: list[str],
+    commits: dict[int, dict[str, Any]],
+) -> None:
+    """Record that a published candidate landed these merge requests, all in one transaction;
+    then announce it (`merge_landed`) for convoys and cascades."""
+    for merge_request in merge_requests:
+        merge_request_transition(
+            merge_request=merge_request,
+            to=MergeRequest.State.MERGED,
+            reason="landed",
+            **commits.get(merge_request.id, {}),
+        )
+        rig = merge_request.rig
+        if rig is not None and rig.state == Rig.State.MERGING:
+            rig_transition(rig=rig, to=Rig.State.MERGED, reason=f"landed on {target_branch}")
+    signals.merge_landed.send(
+        sender=MergeRequest,
+        merge_requests=merge_requests,
+        repository=repository,
+        target_branch=target_branch,
+        old_tip=old_tip,
+        new_tip=new_tip,
+        changed_paths=changed_paths,
+    )

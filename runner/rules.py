@@ -1,0 +1,87 @@
+"""What the runner decides from data alone (no writes): which command an agent runs, in which
+rig states an agent can run, what asks for an agent, when a convoy's budget stops new runs.
+Services, operations and the board all ask here."""
+
+import signal
+
+from convoys.models import Convoy, Leg, Notification
+from rigs.models import Agent, Rig
+from runner.models import AgentRun
+
+# Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
+# `gt prime` (the agent's briefing); data never gets pasted into the command text.
+RUNTIME_PRESETS = {
+    Agent.Runtime.SCRIPTED: "gastown-agent",
+    # stream-json keeps output flowing (a silent run is killed) and ends with the cost line
+    # the runner reads; gt and git are the shell commands the briefing asks for.
+    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format stream-json --verbose '
+    "--permission-mode acceptEdits --allowedTools 'Bash(gt:*)' 'Bash(git:*)'",
+    # the workspace sandbox with network on: gt must reach Gas Town
+    Agent.Runtime.CODEX: "codex exec --sandbox workspace-write "
+    '-c sandbox_workspace_write.network_access=true "$(gt prime)"',
+    Agent.Runtime.CUSTOM: "",
+}
+MAX_BACKOFF_SECONDS = 300
+# Rig states in which an agent can work (its worktree exists).
+RUNNABLE_RIG_STATES = (
+    Rig.State.READY,
+    Rig.State.WORKING,
+    Rig.State.STALLED,
+    Rig.State.MERGING,
+    Rig.State.MERGED,
+)
+# Rig states that mean "not yet": the run waits in the queue.
+PENDING_RIG_STATES = (Rig.State.REQUESTED, Rig.State.PROVISIONING)
+# A leg in these states needs its agent: not waiting for dependencies, not in the merge queue,
+# not done. An agent that exits while its leg is here is launched again to go on.
+LEG_NEEDS_AGENT = (Leg.State.READY, Leg.State.WORKING)
+# Notifications that ask a rig's agent to act: an idle agent is launched to act on them.
+WAKE_REQUESTER = "runner:wake"
+WAKE_KINDS = frozenset(
+    {
+        Notification.Kind.REBASE_NEEDED,
+        Notification.Kind.INTERFACE_CHANGED,
+        Notification.Kind.DEPENDENCIES_CHANGED,
+        Notification.Kind.GATE_FAILED,
+        Notification.Kind.MERGE_CONFLICTED,
+    }
+)
+
+
+def agent_runtime_command(agent: Agent) -> str:
+    return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
+
+
+def agent_launchable(agent: Agent | None) -> bool:
+    """The runner launches only agents it can run; the others call in by themselves."""
+    return agent is not None and agent.is_active and bool(agent_runtime_command(agent))
+
+
+def convoy_budget_message(convoy: Convoy) -> str:
+    return (
+        f"convoy '{convoy.title}' reached its budget: ${convoy.spent_usd:.2f} spent of "
+        f"${convoy.budget_usd:.2f}; no new agent runs are launched for it"
+    )
+
+
+def convoy_budget_refusal(run: AgentRun) -> str:
+    """Why a queued run may not start because of its convoy's budget ('' when it may)."""
+    if run.convoy_id is None:
+        return ""
+    convoy = Convoy.objects.get(pk=run.convoy_id)
+    return convoy_budget_message(convoy) if convoy.budget_reached else ""
+
+
+def leg_needs_agent(leg: Leg) -> bool:
+    return leg.state in LEG_NEEDS_AGENT and leg.convoy.state in Convoy.ACTIVE_STATES
+
+
+def exit_description(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "ended without an exit code"
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
