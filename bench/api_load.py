@@ -150,7 +150,8 @@ def populate(agents: int) -> list[dict]:
     """Agents with a working rig, 20 beads (every fifth blocked by the one before) and three
     notifications each. Returns [{token, rig}]."""
     from convoys import services
-    from convoys.models import Notification
+    from notifications import services as notification_services
+    from notifications.models import Notification
     from rigs.models import Repository, Rig
     from rigs.services import agent_create
 
@@ -172,7 +173,7 @@ def populate(agents: int) -> list[dict]:
         for i in range(4, 20, 5):
             services.bead_dependency_add(bead=beads[i], depends_on=beads[i - 1])
         for i in range(3):
-            services.notification_send(
+            notification_services.notification_send(
                 rig=rig,
                 kind=Notification.Kind.INFO,
                 severity=Notification.Severity.INFO,

@@ -10,7 +10,7 @@ watch the directory the merges change. A separate source rig changes a watched f
 Per merge: a new commit on the source branch (plumbing), `merge_request_create` and
 `merge_queue_process` in this process (the queue's real code path), and the moment `update-ref`
 published the target is recorded (`rigs.git.update_ref` is wrapped). The cascade then runs in a
-real Celery worker process (`convoys.tasks.cascade_merge_landed`) and a websocket client on the
+real Celery worker process (`cascades.tasks.cascade_merge_landed`) and a websocket client on the
 real ASGI server (daphne, `/ws/events/?groups=board`, a logged-in session) records when each
 `notification.new` arrives. Measured per merge, from update-ref on the same clock:
 - last notification stored: max(created_at) of the merge's notifications;
@@ -384,19 +384,18 @@ class Meter:
     FIRST_SEND = "cascades.landed.notifications_send_many"
     PHASES = [
         ("rigs.landing", "landed_change_read"),
-        ("convoys.cascades.landed", "_live_rigs_with_legs"),
+        ("cascades.landed", "_live_rigs_with_legs"),
         ("rigs.landing", "landed_change_forecasts"),
         ("rigs.landing", "landed_change_excerpts"),
-        ("convoys.cascades.landed", "notifications_send_many"),
-        ("convoys.cascades.landed", "cascade_follow_ups"),
+        ("cascades.landed", "notifications_send_many"),
+        ("cascades.landed", "cascade_follow_ups"),
         ("events.services._CommitBatch", "flush"),
         ("events.services", "events_broadcast"),
         # nested: counted inside the phases above
         ("rigs.landing", "_forecast"),
         ("convoys.selectors", "rig_current_leg"),
-        ("convoys.notifications", "rig_current_leg"),
-        ("convoys.webhooks", "webhooks_enqueue_many"),
-        ("convoys.notifications", "events_append_many"),
+        ("notifications.webhooks", "webhooks_enqueue_many"),
+        ("notifications.services", "events_append_many"),
     ]
 
     def __init__(self) -> None:
@@ -490,7 +489,7 @@ def land(repository, source, plumber: Plumber, state: dict, k: int):
 
 def wait_stored(mr, expected: int) -> list[tuple[int, float, str]]:
     """(id, created_at, kind) of the merge's notifications once all `expected` are stored."""
-    from convoys.models import Notification
+    from notifications.models import Notification
 
     deadline = time.monotonic() + WAIT_STORED
     query = Notification.objects.filter(source_merge_request=mr)
@@ -542,9 +541,9 @@ def main() -> int:
     with bench_environment(prefix="gastown-bench-cascade-", keep=args.keep) as env:
         from django.conf import settings
 
-        import convoys.tasks
+        import cascades.tasks
         import rigs.tasks
-        from convoys.cascades import cascade_merge_landed
+        from cascades.landed import cascade_merge_landed
         from rigs import services
         from rigs.models import Rig
 
@@ -579,8 +578,8 @@ def main() -> int:
         # is swallowed, so the worker only runs cascades.
         queue_spy = Spy(rigs.tasks.merge_queue_process, forward=False)
         rigs.tasks.merge_queue_process = queue_spy
-        cascade_spy = Spy(convoys.tasks.cascade_merge_landed)
-        convoys.tasks.cascade_merge_landed = cascade_spy
+        cascade_spy = Spy(cascades.tasks.cascade_merge_landed)
+        cascades.tasks.cascade_merge_landed = cascade_spy
         publications = Publications("refs/heads/main")
         cookie = session_cookie()
 

@@ -276,7 +276,8 @@ def profile_provision(repository, tag: str, n: int, scope: list[str] | None, use
     profiler = cProfile.Profile() if use_cprofile else None
     rigs = []
     with (
-        mock.patch.object(services, "_enqueue_provision", lambda rig: None),
+        # (the rigs module of the services package is where rig_request looks it up)
+        mock.patch("rigs.services.rigs._enqueue_provision", lambda rig: None),
         patch_git("_execute", execute),
         patch_git("repository_lock", lock),
         mock.patch.object(events, broadcast_name, broadcast),

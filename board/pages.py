@@ -21,7 +21,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency, Notification
+from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
 from convoys.selectors import (
     _blocker_text,
     _leg_blockers,
@@ -31,6 +31,7 @@ from convoys.selectors import (
     rig_current_leg,
 )
 from events.selectors import last_event_id
+from notifications.models import Notification
 from rigs.models import Agent, MergeRequest, Repository, Rig
 from runner import selectors as run_selectors
 from runner import services as run_services

@@ -27,7 +27,9 @@ from django.views.decorators.http import require_GET, require_POST
 from board import forms, pages
 from common.errors import Refusal, error_text
 from convoys import services
-from convoys.models import Convoy, Notification
+from convoys.models import Convoy
+from notifications import services as notification_services
+from notifications.models import Notification
 from rigs import services as rig_services
 from rigs.models import Rig
 from rigs.permissions import is_operator, is_viewer
@@ -97,7 +99,11 @@ def role_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 
 def _back(request: HttpRequest, default: str) -> str:
     target = request.POST.get("next") or request.headers.get("Referer") or default
-    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+    # a path or a URL of this host only: a bare word would be read as a URL name by redirect()
+    absolute = target.startswith(("/", "http://", "https://"))
+    if absolute and url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, request.is_secure()
+    ):
         return target
     return default
 
@@ -420,7 +426,7 @@ def notification_ack(request: HttpRequest, pk: int) -> HttpResponse:
     notification = get_object_or_404(Notification, pk=pk)
 
     def action() -> str:
-        services.notification_ack(notification=notification)
+        notification_services.notification_ack(notification=notification)
         return "Notification acknowledged."
 
     return _act(

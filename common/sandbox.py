@@ -90,11 +90,22 @@ def worktree_sandbox(
         if admin != common:
             ro.append(worktree / ".git")
             rw.append(admin)
-            ro += [p for p in (admin / "commondir", admin / "gitdir") if p.exists()]
-            ro += [p for p in (admin / "config.worktree",) if p.exists()]
+            ro += admin_dir_pinned(admin)
     if home is not None:
         rw.append(Path(home))
     return Sandbox(writable=tuple(map(str, rw)), readable=tuple(map(str, ro)), hidden=tuple(hidden))
+
+
+def admin_dir_pinned(admin: Path) -> list[Path]:
+    """The files of a worktree's (writable) git admin dir that must stay read-only: the pointers
+    that would send the server's next git command elsewhere (`commondir`, `gitdir`) and the
+    per-worktree config (`config.worktree`, read by git once any sparse rig turns on
+    `extensions.worktreeConfig`: a `core.fsmonitor` there would run as the server). The config
+    file is created empty when missing, so that it can be bound and not planted."""
+    config = admin / "config.worktree"
+    if not config.exists():
+        config.touch()
+    return [p for p in (admin / "commondir", admin / "gitdir", config) if p.exists()]
 
 
 def _existing(paths) -> list[Path]:

@@ -2,17 +2,8 @@ from django.contrib import admin
 from django.db.models import Count, Q
 
 from common.admin import run_service_action
-from convoys import services, webhooks
-from convoys.models import (
-    Bead,
-    BeadDependency,
-    Convoy,
-    Leg,
-    LegDependency,
-    Notification,
-    Webhook,
-    WebhookDelivery,
-)
+from convoys import services
+from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
 from rigs.admin import RigAdmin
 from rigs.models import Rig
 
@@ -153,51 +144,6 @@ class BeadAdmin(admin.ModelAdmin):
         )
 
 
-@admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
-    list_display = [
-        "summary",
-        "rig",
-        "kind",
-        "severity",
-        "depth",
-        "occurrences",
-        "acked_at",
-        "created_at",
-    ]
-    list_filter = ["kind", "severity", ("acked_at", admin.EmptyFieldListFilter)]
-    list_select_related = ["rig", "rig__repository"]
-    search_fields = ["summary", "action", "rig__slug"]
-    readonly_fields = [
-        "rig",
-        "kind",
-        "severity",
-        "summary",
-        "action",
-        "changes",
-        "source_rig",
-        "source_merge_request",
-        "source_commits",
-        "cascade",
-        "depth",
-        "fingerprint",
-        "occurrences",
-        "acked_at",
-        "created_at",
-        "updated_at",
-    ]
-    actions = ["ack"]
-
-    def has_add_permission(self, request) -> bool:
-        return False  # notifications are made by cascades
-
-    @admin.action(description="Acknowledge selected notifications")
-    def ack(self, request, queryset) -> None:
-        run_service_action(
-            self, request, queryset, lambda n: services.notification_ack(notification=n), "Acked"
-        )
-
-
 class BeadInline(admin.TabularInline):
     model = Bead
     fk_name = "rig"
@@ -227,66 +173,4 @@ class RigWithBeadsAdmin(RigAdmin):
             queryset.select_related("repository"),
             lambda rig: services.rig_merge_request(rig=rig, requested_by=str(request.user)),
             "Queued merge of",
-        )
-
-
-class WebhookDeliveryInline(admin.TabularInline):
-    model = WebhookDelivery
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    fields = ["event", "state", "attempts", "response_status", "last_error", "created_at"]
-    readonly_fields = fields
-    ordering = ["-created_at"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
-    list_display = ["url", "repository", "is_active", "kinds", "updated_at"]
-    list_filter = ["is_active", "repository"]
-    search_fields = ["url"]
-    readonly_fields = ["created_at", "updated_at"]
-    inlines = [WebhookDeliveryInline]
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = [
-        "event",
-        "webhook",
-        "state",
-        "attempts",
-        "response_status",
-        "created_at",
-        "delivered_at",
-    ]
-    list_filter = ["state", "event"]
-    list_select_related = ["webhook", "webhook__repository"]
-    search_fields = ["event", "last_error", "webhook__url"]
-    readonly_fields = [
-        "webhook",
-        "notification",
-        "event",
-        "payload",
-        "state",
-        "attempts",
-        "response_status",
-        "last_error",
-        "next_attempt_at",
-        "delivered_at",
-        "created_at",
-        "updated_at",
-    ]
-    actions = ["redeliver"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    @admin.action(description="Deliver again")
-    def redeliver(self, request, queryset) -> None:
-        run_service_action(
-            self, request, queryset, lambda d: webhooks.webhook_redeliver(d), "Queued again"
         )

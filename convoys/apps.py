@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class ConvoysConfig(AppConfig):
     name = "convoys"
-    verbose_name = "Convoys, beads and cascades"
+    verbose_name = "Convoys and beads"
 
     def ready(self) -> None:
         from convoys import receivers  # noqa: F401  (connects to the rigs' domain signals)

@@ -8,8 +8,9 @@ from django.db.models import Count
 from django.utils import timezone
 
 from common.errors import Refusal
-from convoys.models import Bead, Convoy, Leg, Notification
+from convoys.models import Bead, Convoy, Leg
 from convoys.selectors import beads_ready, convoy_rollup, merge_target_for_rig, rigs_current_legs
+from notifications.models import Notification
 from rigs.models import Agent, Rig
 from rigs.serializers import AgentSerializer
 

@@ -1,15 +1,10 @@
-"""Convoys and their legs, beads and their dependencies, notifications and the event log."""
-
-import base64
-import secrets
-import uuid
+"""Convoys and their legs, beads and their dependencies."""
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, URLValidator
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 
-from convoys.webhook_urls import validate_webhook_url
 from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
@@ -322,130 +317,3 @@ class BeadDependency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bead_id} {self.type} {self.depends_on_id}"
-
-
-class Notification(models.Model):
-    """One durable, acknowledgeable message to a rig, inside a cascade."""
-
-    class Kind(models.TextChoices):
-        BASE_MOVED = "base_moved", "base moved"
-        REBASE_NEEDED = "rebase_needed", "rebase needed"
-        INTERFACE_CHANGED = "interface_changed", "interface changed"
-        DEPENDENCIES_CHANGED = "dependencies_changed", "dependencies changed"
-        UNBLOCKED = "unblocked"
-        OVERLAP = "overlap", "overlapping work"
-        GATE_FAILED = "gate_failed", "gate failed"
-        MERGE_CONFLICTED = "merge_conflicted", "merge conflicted"
-        MERGED = "merged"
-        ASSIGNED = "assigned", "work assigned"
-        ESCALATION = "escalation"
-        INFO = "info"
-
-    class Severity(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        CRITICAL = "critical"
-
-    rig = models.ForeignKey(Rig, on_delete=models.CASCADE, related_name="notifications")
-    kind = models.CharField(max_length=30, choices=Kind.choices)
-    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
-    summary = models.CharField(max_length=300)
-    action = models.TextField(blank=True)
-    changes = models.JSONField(default=dict, blank=True)
-    source_rig = models.ForeignKey(
-        Rig, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    source_merge_request = models.ForeignKey(
-        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    source_commits = models.CharField(max_length=100, blank=True, help_text="old..new")
-    cascade = models.UUIDField(default=uuid.uuid4, db_index=True)
-    depth = models.PositiveSmallIntegerField(default=0)
-    fingerprint = models.CharField(max_length=64, help_text="Identical notifications merge.")
-    occurrences = models.PositiveIntegerField(default=1)
-    acked_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["rig", "fingerprint"],
-                condition=Q(acked_at__isnull=True),
-                name="notification_unacked_unique",
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["rig", "acked_at", "created_at"], name="notification_inbox"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.rig}: {self.summary}"
-
-
-def webhook_secret_new() -> str:
-    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-class Webhook(models.Model):
-    """An outgoing webhook: a repository's cascades, signed (Standard Webhooks), for people who
-    want them in Slack or CI. Public addresses only (`convoys.webhook_urls`)."""
-
-    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="webhooks")
-    url = models.URLField(
-        max_length=500,
-        validators=[URLValidator(schemes=["http", "https"]), validate_webhook_url],
-        help_text="http(s) endpoint on a public address that receives a POST.",
-    )
-    secret = models.CharField(
-        max_length=200,
-        default=webhook_secret_new,
-        help_text="Signs each delivery (webhook-signature). whsec_<base64>: the key is the "
-        "decoded bytes; any other text: its UTF-8 bytes.",
-    )
-    kinds = models.JSONField(
-        default=list, blank=True, help_text="Notification kinds to send; empty sends all."
-    )
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["repository_id", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.repository} → {self.url}"
-
-
-class WebhookDelivery(models.Model):
-    """One attempt history of one webhook call: the delivery log."""
-
-    class State(models.TextChoices):
-        PENDING = "pending"
-        DELIVERED = "delivered"
-        FAILED = "failed"
-
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
-    notification = models.ForeignKey(
-        Notification, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    event = models.CharField(max_length=60)
-    payload = models.JSONField(default=dict)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
-
-    def __str__(self) -> str:
-        return f"{self.event} → {self.webhook.url} ({self.state})"

@@ -1,11 +1,12 @@
 """Listens to the rigs' domain signals; each receiver is one call to a named service in
-`convoys.services.follow` (or a cascade). Signals arrive inside the transaction that made the
-change, so what is done here commits or rolls back with it. (The rigs append their own events.)
+`convoys.services.follow`. Signals arrive inside the transaction that made the change, so what
+is done here commits or rolls back with it. (The rigs append their own events; the cascades to
+other rigs are `cascades.receivers`', connected after these.)
 """
 
 from django.dispatch import receiver
 
-from convoys import cascades, services
+from convoys import services
 from rigs import signals
 
 
@@ -19,17 +20,8 @@ def on_merge_request_state_changed(sender, merge_request, new_state, **kwargs) -
     services.convoys_follow_merge_request(merge_request=merge_request, new_state=new_state)
 
 
-@receiver(signals.branch_updated)
-def on_branch_updated(sender, rig, **kwargs) -> None:
-    cascades.cascade_overlap(rig=rig)
-
-
 @receiver(signals.merge_landed)
 def on_merge_landed(sender, merge_requests, repository, target_branch, **kwargs) -> None:
     services.convoys_follow_merge_landed(
-        merge_requests=merge_requests,
-        repository=repository,
-        target_branch=target_branch,
-        old_tip=kwargs.get("old_tip"),
-        new_tip=kwargs.get("new_tip"),
+        merge_requests=merge_requests, repository=repository, target_branch=target_branch
     )

@@ -10,7 +10,8 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from convoys.models import Bead, BeadDependency, Convoy, Notification
+from common.params import id_or_none
+from convoys.models import Bead, BeadDependency, Convoy
 from rigs.serializers import AgentSerializer
 
 MAX_ID = 2**63 - 1
@@ -53,8 +54,8 @@ class BeadRefField(serializers.Field):
             return data
         if isinstance(data, str):
             value = data.strip()
-            if value.isdigit() and len(value) < 19:
-                return int(value)
+            if id_or_none(value) is not None:
+                return id_or_none(value)
             if re.fullmatch(r"gt-[0-9a-zA-Z]{1,13}", value):
                 return value
         self.fail("invalid")
@@ -374,43 +375,6 @@ class ConvoyDetailSerializer(ConvoySerializer):
     )
     def get_landing_merge_request(self, convoy: Convoy) -> dict | None:
         return convoy.rollup["landing_merge_request"]
-
-
-# --- notifications and events ---------------------------------------------------------------------
-
-
-class NotificationSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Notification
-        fields = [
-            "id",
-            "rig",
-            "kind",
-            "severity",
-            "summary",
-            "action",
-            "changes",
-            "cascade",
-            "depth",
-            "occurrences",
-            "source_rig",
-            "source_merge_request",
-            "source_commits",
-            "acked_at",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields
-
-
-class AckAllSerializer(serializers.Serializer):
-    rig = id_field(
-        required=False, allow_null=True, help_text="only this rig's (default: all of yours)"
-    )
-
-
-class AckAllResultSerializer(serializers.Serializer):
-    acked = serializers.IntegerField()
 
 
 # --- me -------------------------------------------------------------------------------------------

@@ -6,5 +6,3 @@ from django.dispatch import Signal
 leg_dispatched = Signal()
 # convoy: a convoy was cancelled (its legs are cancelled; work for it should stop)
 convoy_cancelled = Signal()
-# notifications: notifications just stored (a repeat of an unacknowledged one is not sent)
-notifications_created = Signal()

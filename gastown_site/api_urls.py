@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from convoys import api as convoys_api
 from events import api as events_api
+from notifications import api as notifications_api
 from rigs import api as rigs_api
 from runner import api as runner_api
 
@@ -81,15 +82,17 @@ urlpatterns = [
         name="bead-dependency-detail",
     ),
     # inbox
-    path("notifications/", convoys_api.NotificationListView.as_view(), name="notification-list"),
+    path(
+        "notifications/", notifications_api.NotificationListView.as_view(), name="notification-list"
+    ),
     path(
         "notifications/ack/",
-        convoys_api.NotificationAckAllView.as_view(),
+        notifications_api.NotificationAckAllView.as_view(),
         name="notification-ack-all",
     ),
     path(
         "notifications/<int:pk>/ack/",
-        convoys_api.NotificationAckView.as_view(),
+        notifications_api.NotificationAckView.as_view(),
         name="notification-ack",
     ),
     # the event log

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from common.process import CommandResult, Sandbox, command_environment, command_run, secrets_scrub
-from common.sandbox import git_dirs
+from common.sandbox import admin_dir_pinned, git_dirs
 
 
 def checkout_sandbox(
@@ -25,8 +25,8 @@ def checkout_sandbox(
 ) -> Sandbox:
     """The sandbox of a command that runs in `checkout`: it, its git admin dir (and `writable`)
     read-write; the repository's common git dir (and `readable`) read-only, and so are the
-    pointers that would redirect the server's next git command there (the checkout's `.git`
-    file, the admin dir's `commondir` and `gitdir`)."""
+    files that would redirect or reconfigure the server's next git command there (the
+    checkout's `.git` file, the admin dir's `commondir`, `gitdir` and `config.worktree`)."""
     rw = [checkout, *writable]
     ro = list(readable)
     dirs = git_dirs(checkout)
@@ -35,10 +35,7 @@ def checkout_sandbox(
         ro.insert(0, common)
         if admin != common:
             rw.append(admin)
-            ro += [
-                checkout / ".git",
-                *(p for p in (admin / "commondir", admin / "gitdir") if p.exists()),
-            ]
+            ro += [checkout / ".git", *admin_dir_pinned(admin)]
     return Sandbox(
         writable=tuple(dict.fromkeys(str(p) for p in rw)),
         readable=tuple(dict.fromkeys(str(p) for p in ro)),

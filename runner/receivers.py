@@ -5,7 +5,8 @@ ready, stop a cancelled convoy's agents."""
 
 from django.dispatch import receiver
 
-from convoys.signals import convoy_cancelled, leg_dispatched, notifications_created
+from convoys.signals import convoy_cancelled, leg_dispatched
+from notifications.signals import notifications_created
 from rigs.signals import rig_state_changed
 from runner import services, wakes
 

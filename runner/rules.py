@@ -4,7 +4,8 @@ Services, operations and the board all ask here."""
 
 import signal
 
-from convoys.models import Convoy, Leg, Notification
+from convoys.models import Convoy, Leg
+from notifications.models import Notification
 from rigs.models import Agent, Rig
 from runner.models import AgentRun
 

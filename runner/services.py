@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from common.errors import Refusal
 from common.statemachine import IllegalTransition, transition
-from convoys.models import Convoy, Leg, Notification
-from convoys.notifications import notification_send
+from convoys.models import Convoy, Leg
 from convoys.selectors import rig_current_leg
 from events.services import event_append
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.models import Rig
 from runner import tasks
 from runner.models import AgentRun

@@ -5,8 +5,9 @@ bounded per leg by GASTOWN_RUN_MAX_WAKES, then a person is asked."""
 from django.conf import settings
 from django.db import transaction
 
-from convoys.models import Leg, Notification
+from convoys.models import Leg
 from convoys.selectors import rigs_current_legs
+from notifications.models import Notification
 from rigs.models import Rig
 from runner import services, tasks
 from runner.models import AgentRun

@@ -3,8 +3,9 @@
 import itertools
 
 from convoys.beads import bead_short_id_new
-from convoys.models import Bead, Convoy, Leg, Notification
+from convoys.models import Bead, Convoy, Leg
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import Agent, MergeRequest, Repository, Rig
 
 _seq = itertools.count(1)

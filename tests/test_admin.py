@@ -9,8 +9,9 @@ from django.contrib.messages.storage.cookie import MessageSerializer
 from django.core import signing
 from django.urls import reverse
 
-from convoys.models import Bead, Notification, Webhook, WebhookDelivery
+from convoys.models import Bead
 from events.models import Event
+from notifications.models import Notification, Webhook, WebhookDelivery
 from rigs import services
 from rigs.models import Agent, ApiToken, MergeRequest, Rig, hash_token
 from tests import factories
@@ -44,7 +45,7 @@ def registered_models():
     return [
         model
         for model in admin.site._registry
-        if model._meta.app_label in ("rigs", "convoys", "events")
+        if model._meta.app_label in ("rigs", "notifications", "convoys", "events")
     ]
 
 
@@ -310,7 +311,7 @@ def test_close_bead_and_ack_notification_actions(admin_client, populated):
     assert bead.status == Bead.Status.CLOSED and bead.closed_at is not None
     note = Notification.objects.get()
     admin_client.post(
-        reverse("admin:convoys_notification_changelist"),
+        reverse("admin:notifications_notification_changelist"),
         {"action": "ack", "_selected_action": [note.pk]},
     )
     note.refresh_from_db()

@@ -1,7 +1,8 @@
 """The house rules, read from the imports (standard library `ast`; no code is run):
 
-- layers: an app imports only the apps below it (common < events < rigs < convoys < runner <
-  demo < board); nothing imports `board` or `demo` but the URL conf and the launcher;
+- layers: an app imports only the apps below it (common < events < rigs < notifications <
+  convoys < cascades < runner < demo < board); nothing imports `board` or `demo` but the URL
+  conf and the launcher;
 - only `rigs/git/run.py` reaches git (GitPython), only `common/process.py` starts or kills
   processes (the dev launcher and the embedded Redis excepted);
 - no import circle between the modules of one app (module-level imports; an import inside a
@@ -17,7 +18,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["common", "events", "rigs", "convoys", "runner", "demo", "board"]
+ORDER = [
+    "common",
+    "events",
+    "rigs",
+    "notifications",
+    "convoys",
+    "cascades",
+    "runner",
+    "demo",
+    "board",
+]
 # Who may import the top layers anyway (URL conf, the dev launcher, demo's own command).
 TOP_IMPORTERS = {
     "board": {"gastown_site/urls.py"},
@@ -196,6 +207,22 @@ def test_a_lower_layer_importing_a_higher_one_is_caught(planted):
     ]
 
 
+def test_notifications_and_convoys_importing_what_sits_above_them_are_caught(planted):
+    root = planted(
+        {
+            "notifications/services.py": "from convoys.selectors import rig_current_leg\n",
+            "convoys/services.py": "def f():\n    from cascades import landed\n",
+        }
+    )
+    assert layer_violations(root) == [
+        "convoys/services.py imports cascades.landed: convoys sits below cascades",
+        "convoys/services.py imports cascades: convoys sits below cascades",
+        "notifications/services.py imports convoys.selectors.rig_current_leg: notifications "
+        "sits below convoys",
+        "notifications/services.py imports convoys.selectors: notifications sits below convoys",
+    ]
+
+
 def test_importing_the_board_is_caught(planted):
     root = planted({"runner/api.py": "def f():\n    from board import pages\n"})
     assert "runner/api.py imports board: nothing imports board" in layer_violations(root)
@@ -209,8 +236,8 @@ def test_a_popen_outside_the_process_module_is_caught(planted):
 
 
 def test_gitpython_outside_the_git_entry_is_caught(planted):
-    root = planted({"convoys/cascades.py": "from git import Repo\n"})
-    assert process_violations(root)[0].startswith("convoys/cascades.py imports GitPython")
+    root = planted({"cascades/landed.py": "from git import Repo\n"})
+    assert process_violations(root)[0].startswith("cascades/landed.py imports GitPython")
 
 
 def test_an_import_circle_is_caught_but_a_lazy_import_is_not(planted):

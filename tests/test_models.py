@@ -1,8 +1,9 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from convoys.models import Bead, BeadDependency, LegDependency, Notification
+from convoys.models import Bead, BeadDependency, LegDependency
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import Agent, MergeRequest, Rig, hash_token
 from tests import factories
 

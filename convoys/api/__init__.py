@@ -2,7 +2,7 @@
 serialize. Domain refusals (`common.errors.Refusal`) become their status in `common.api`.
 
 - `me.py`: who am I, and the prime briefing (`convoys.briefing`);
-- `convoys.py`: convoys; `beads.py`: the task graph; `notifications.py`: a rig's inbox;
+- `convoys.py`: convoys; `beads.py`: the task graph (a rig's inbox is `notifications.api`);
 - `merge_requests.py`: a rig asks to land its branch;
 - `base.py`: reading a body, finding an object or a bead, the bead write check.
 """
@@ -24,11 +24,6 @@ from convoys.api.convoys import (
 )
 from convoys.api.me import MeView, PrimeView
 from convoys.api.merge_requests import RigMergeRequestView
-from convoys.api.notifications import (
-    NotificationAckAllView,
-    NotificationAckView,
-    NotificationListView,
-)
 
 __all__ = [
     "BeadClaimView",
@@ -42,9 +37,6 @@ __all__ = [
     "ConvoyLaunchView",
     "ConvoyListView",
     "MeView",
-    "NotificationAckAllView",
-    "NotificationAckView",
-    "NotificationListView",
     "PrimeView",
     "RigMergeRequestView",
     "bead_row",

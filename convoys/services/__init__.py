@@ -1,4 +1,4 @@
-"""Writes for convoys, legs, beads and notifications: one transaction each, events included.
+"""Writes for convoys, legs and beads: one transaction each, events included.
 
 Services take keyword-only arguments, run in `transaction.atomic`, and append their Event rows
 in the same transaction. The package re-exports every public service, so callers use
@@ -13,10 +13,11 @@ in the same transaction. The package re-exports every public service, so callers
   bead_dependency_path.
 - `convoys.services.follow`: what the receivers of the rigs' signals call:
   convoys_follow_rig_state, convoys_follow_merge_request, convoys_follow_merge_landed.
-- `convoys.notifications`: notification_send, notification_ack, notifications_ack.
+
+Notifications are sent and acknowledged by `notifications.services`; cascades follow the rigs'
+signals in `cascades`.
 """
 
-from convoys.notifications import notification_ack, notification_send, notifications_ack
 from convoys.services.bead_graph import (
     DependencyCycle,
     bead_dependency_add,
@@ -80,8 +81,5 @@ __all__ = [
     "leg_follow_rig",
     "leg_land",
     "leg_transition",
-    "notification_ack",
-    "notification_send",
-    "notifications_ack",
     "rig_merge_request",
 ]

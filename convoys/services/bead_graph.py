@@ -7,10 +7,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from common.errors import Refusal
-from convoys.models import Bead, BeadDependency, Convoy, Leg, Notification
-from convoys.notifications import notification_send
-from convoys.selectors import beads_ready
+from convoys.models import Bead, BeadDependency, Convoy, Leg
+from convoys.selectors import beads_ready, rig_current_leg
 from events.services import event_append
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.models import Rig
 
 Kind = Notification.Kind
@@ -106,6 +107,7 @@ def _beads_dispatch(beads: list[Bead], cause: Bead | None) -> None:
                 if len(ready) == 1
                 else f"{len(ready)} beads are ready: {', '.join(ids)}"
             )
+            leg = rig_current_leg(rig)
             notification_send(
                 rig=rig,
                 kind=Kind.UNBLOCKED,
@@ -113,6 +115,7 @@ def _beads_dispatch(beads: list[Bead], cause: Bead | None) -> None:
                 summary=(summary + (by if cause else ""))[:300],
                 action=f"Claim and start {first.short_id} (the most urgent).",
                 changes={"beads": ids, "unblocked_by": cause.short_id if cause else None},
+                convoy_id=leg.convoy_id if leg else None,
             )
         event_append(
             "beads.unblocked",

@@ -16,8 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from common.statemachine import IllegalTransition, transition
-from convoys.models import Bead, Convoy, Leg, LegDependency, Notification
-from convoys.notifications import notification_send
+from convoys.models import Bead, Convoy, Leg, LegDependency
 from convoys.selectors import (
     DEAD_RIG_STATES,
     convoy_derived_state,
@@ -33,6 +32,8 @@ from convoys.services.legs_input import (
 )
 from convoys.signals import convoy_cancelled, leg_dispatched
 from events.services import event_append
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
 from rigs.validators import validate_branch_name, validate_slug

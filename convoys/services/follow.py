@@ -1,14 +1,13 @@
 """How convoys follow what happens in rigs: the rules behind `convoys.receivers` (each receiver
 is one call to one of these). They run inside the transaction that made the rigs' change, so
-they commit or roll back with it; git work (the landed-merge cascade) is enqueued after commit.
-The rigs append their own `rig.*` and `merge_request.*` events."""
+they commit or roll back with it. The rigs append their own `rig.*` and `merge_request.*`
+events; the cascades to other rigs are `cascades.receivers`' (they listen after these)."""
 
 import logging
 
 from django.db import transaction
 from django.db.models import Q
 
-from convoys import cascades, tasks
 from convoys.models import Convoy, Leg
 from convoys.selectors import leg_merge_target, rig_current_leg
 from convoys.services.convoys import (
@@ -35,14 +34,12 @@ def convoys_follow_rig_state(*, rig: Rig, old_state: str, new_state: str) -> Leg
 @transaction.atomic
 def convoys_follow_merge_request(*, merge_request: MergeRequest, new_state: str) -> None:
     """A convoy's landing merge request that ends without landing leaves the convoy blocked (a
-    landing is `convoys_follow_merge_landed`'s: the merge, not the state, is what counts); a
-    conflicted or failed merge request is told to its rig (`cascade_merge_refused`)."""
+    landing is `convoys_follow_merge_landed`'s: the merge, not the state, is what counts). (A
+    conflicted or failed merge request is told to its rig by `cascades.cascade_merge_refused`.)"""
     ended = new_state not in MergeRequest.ACTIVE_STATES and new_state != MergeRequest.State.MERGED
     if merge_request.rig_id is None and ended:
         for convoy in Convoy.objects.filter(landing_merge_request=merge_request):
             convoy_refresh_state(convoy=convoy)
-    if new_state in (MergeRequest.State.CONFLICTED, MergeRequest.State.FAILED):
-        cascades.cascade_merge_refused(merge_request=merge_request)
 
 
 @transaction.atomic
@@ -51,14 +48,12 @@ def convoys_follow_merge_landed(
     merge_requests: list[MergeRequest],
     repository: Repository,
     target_branch: str,
-    old_tip: str | None,
-    new_tip: str | None,
 ) -> list[Convoy]:
     """Legs land when their rig's work is merged on the leg's merge target (the convoy's
     integration branch, or its target); a convoy's integration branch landing lands the convoy.
-    Then the convoys move on (unblocked legs are handed to their rigs, finished convoys land),
-    and the cascade to the other rigs is enqueued for after the commit (it reads git). Returns
-    the convoys that moved."""
+    Then the convoys move on (unblocked legs are handed to their rigs, finished convoys land).
+    (The cascade to the other rigs is enqueued by `cascades.cascade_merge_landed_later`.)
+    Returns the convoys that moved."""
     refresh: dict[int, Convoy] = {}
     landings: list[tuple[Convoy, MergeRequest]] = []
     for mr in merge_requests:
@@ -92,11 +87,4 @@ def convoys_follow_merge_landed(
             landings.extend((convoy, mr) for convoy in Convoy.objects.filter(condition))
     moved = [convoy_refresh_state(convoy=convoy) for convoy in refresh.values()]
     moved += [convoy_landing_merged(convoy=convoy, merge_request=mr) for convoy, mr in landings]
-    if old_tip and new_tip and old_tip != new_tip:
-        ids = [mr.id for mr in merge_requests]
-        transaction.on_commit(
-            lambda: tasks.cascade_merge_landed.delay(
-                repository.id, target_branch, old_tip, new_tip, ids
-            )
-        )
     return moved

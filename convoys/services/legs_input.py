@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from common.params import id_or_none
 from convoys.models import Convoy, Leg, LegDependency
 from convoys.selectors import DEAD_RIG_STATES
 from events.services import event_append
@@ -115,8 +116,8 @@ def legs_validate(
         rig, agent = raw.get("rig"), raw.get("agent")
         if isinstance(rig, Rig):
             rig_ids.add(rig.pk)
-        elif isinstance(rig, int) or (isinstance(rig, str) and rig.isdigit()):
-            rig_ids.add(int(rig))
+        elif id_or_none(rig) is not None:
+            rig_ids.add(id_or_none(rig))
         if isinstance(agent, Agent):
             agent_names.add(agent.name)
         elif isinstance(agent, str):
@@ -157,10 +158,8 @@ def legs_validate(
             err(i, "rig", "a leg needs a rig, or an agent to provision a rig for at launch.")
         elif rig_value not in (None, ""):
             rig_id = rig_value.pk if isinstance(rig_value, Rig) else None
-            if rig_id is None and (
-                isinstance(rig_value, int) or (isinstance(rig_value, str) and rig_value.isdigit())
-            ):
-                rig_id = int(rig_value)
+            if rig_id is None:
+                rig_id = id_or_none(rig_value)
             rig = rigs.get(rig_id) if rig_id is not None else None
             if rig is None:
                 err(i, "rig", f"unknown rig {rig_value!r}.")

@@ -45,6 +45,12 @@ _BASE_ENV = {
     "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
     "GIT_COMMITTER_NAME": IDENTITY_NAME,
     "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
+    # Agents write into a repository's git dir: never let a config file there make one of our
+    # commands run a program (a per-worktree `core.fsmonitor` is the classic one). Environment
+    # config outranks every config file.
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "core.fsmonitor",
+    "GIT_CONFIG_VALUE_0": "false",
 }
 # Inherited from a git hook, these would silently redirect every command we run.
 _REDIRECTING_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
@@ -179,7 +185,9 @@ def repository_lock(repo_path: StrPath, timeout: float = LOCK_TIMEOUT) -> Iterat
         yield path
         return
     deadline = time.monotonic() + timeout
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # O_NOFOLLOW: the git dir is writable by agents; a symlink here must not make us create
+    # or open a file elsewhere
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         while not _try_flock(fd):
             if time.monotonic() >= deadline:

@@ -3,8 +3,9 @@
 import pytest
 
 from convoys import services
-from convoys.models import Bead, BeadDependency, Notification
+from convoys.models import Bead, BeadDependency
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import Rig
 from tests import factories
 from tests.api.conftest import error_of

@@ -2,8 +2,8 @@
 
 import pytest
 
-from convoys.models import Notification
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import Rig
 from tests import factories
 from tests.api.conftest import error_of

@@ -3,7 +3,7 @@
 import pytest
 
 from convoys import services
-from convoys.models import Notification
+from notifications.models import Notification
 from rigs.models import Rig
 from tests import factories
 from tests.api.conftest import error_of

@@ -4,7 +4,8 @@ import itertools
 
 from django.utils import timezone
 
-from convoys.models import Convoy, Leg, LegDependency, Notification
+from convoys.models import Convoy, Leg, LegDependency
+from notifications.models import Notification
 from rigs.models import Agent, Repository, Rig
 
 _seq = itertools.count(1)

@@ -190,3 +190,14 @@ def test_the_new_convoy_form_sets_no_command_the_server_runs(operator_client):
     fields = {*forms.ConvoyForm.base_fields, *forms.LegForm.base_fields}
     commands = {"gate_command", "setup_command", "runtime_command", "copy_files", "link_files"}
     assert not fields & commands
+
+
+@pytest.mark.parametrize("target", ["²", "0", "-1", "abc", "board:board", "//evil.example/x"])
+def test_a_bad_next_or_referer_goes_back_to_the_page_not_a_500(operator_client, scenery, target):
+    rig = scenery["rig"]
+    response = operator_client.post(f"/rigs/{rig}/sync/", {"next": target})
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/")
+    assert not response.headers["Location"].startswith("//")
+    response = operator_client.post(f"/rigs/{rig}/sync/", HTTP_REFERER=target)
+    assert response.status_code == 302

@@ -182,3 +182,18 @@ def test_a_login_without_a_role_reads_no_events(nobody):
     factories.convoy()
     response = nobody.get("/api/v1/events/")
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("value", ["²", "\u0661", "9" * 5000, str(2**64), "-1"])
+def test_bad_bead_references_in_bodies_are_400s(make_agent, value):
+    agent, client = make_agent()
+    rig = factories.rig(agent=agent)
+    bead = client.post("/api/v1/beads/", {"title": "b", "rig": rig.id}, format="json").json()
+    for url, body in [
+        ("/api/v1/beads/", {"title": "x", "rig": rig.id, "blocks": [value]}),
+        ("/api/v1/beads/", {"title": "x", "rig": rig.id, "discovered_from": value}),
+        (f"/api/v1/beads/{bead['id']}/dependencies/", {"depends_on": value}),
+    ]:
+        response = client.post(url, body, format="json")
+        assert response.status_code == 400, (url, value, response.content[:200])
+        error_of(response)

@@ -1,12 +1,12 @@
 """The bead services the API's views call in one step (`bead_create` with its edges,
-`bead_edit`, `notifications_ack`), with the exact events each appends; the bead write rule."""
+`bead_edit`), with the exact events each appends; the bead write rule."""
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from common.errors import Refusal
 from convoys import services
-from convoys.models import Bead, Notification
+from convoys.models import Bead
 from events.models import Event
 from rigs.auth import AgentUser
 from rigs.models import Rig
@@ -87,20 +87,6 @@ def test_dependency_remove_of_a_missing_edge_is_a_404_refusal(rig):
     with pytest.raises(Refusal) as exc:
         services.bead_dependency_remove(bead=a, depends_on=b)
     assert (exc.value.status, exc.value.code, exc.value.field) == (404, "not_found", "depends_on")
-
-
-def test_notifications_ack_acks_the_unacked_with_one_event_each(rig):
-    first = factories.notification(rig=rig, summary="one")
-    second = factories.notification(rig=rig, summary="two")
-    services.notification_ack(notification=first)
-    first.refresh_from_db()
-    acked_at = first.acked_at
-    after = last()
-    assert services.notifications_ack(notifications=Notification.objects.filter(rig=rig)) == 1
-    assert events_after(after) == [("notification.acked", {"notification": second.id})]
-    first.refresh_from_db()
-    assert first.acked_at == acked_at  # acking twice keeps the first time
-    assert services.notifications_ack(notifications=Notification.objects.filter(rig=rig)) == 0
 
 
 def test_may_write_bead(rig, django_user_model):

@@ -8,10 +8,11 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from convoys import services
-from convoys.models import Bead, BeadDependency, Notification
+from convoys.models import Bead, BeadDependency
 from convoys.selectors import bead_explain, beads_ready
 from convoys.services import ClaimConflict, DependencyCycle
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import Rig
 from tests import factories
 

@@ -10,9 +10,10 @@ from django.core.exceptions import ValidationError
 
 from common.statemachine import IllegalTransition
 from convoys import services
-from convoys.models import Convoy, Leg, LegDependency, Notification
+from convoys.models import Convoy, Leg, LegDependency
 from convoys.selectors import convoy_rollup, convoy_waves, merge_target_for_rig
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import MergeRequest, Rig
 from rigs.services import rig_transition
 from tests import factories

@@ -5,9 +5,10 @@ import pytest
 from django.db import transaction
 
 from convoys import services
-from convoys.models import Leg, Notification
+from convoys.models import Leg
 from convoys.selectors import convoy_rollup, convoys_rollups, rig_current_leg, rigs_current_legs
 from events.models import Event
+from notifications.models import Notification
 from rigs.models import MergeRequest, Rig
 from tests import factories
 
@@ -39,24 +40,13 @@ def two_leg_convoy(**kw):
     return convoy, a, b
 
 
-def test_follow_merge_landed_lands_the_leg_dispatches_the_next_and_enqueues_the_cascade(
-    monkeypatch, django_capture_on_commit_callbacks
-):
+def test_follow_merge_landed_lands_the_leg_and_dispatches_the_next():
     convoy, a, b = two_leg_convoy()
     mr = factories.merge_request(rig=a, target_branch="main", state=MergeRequest.State.MERGED)
-    enqueued = []
-    monkeypatch.setattr(
-        "convoys.tasks.cascade_merge_landed.delay", lambda *args: enqueued.append(args)
-    )
     after = last_event_id()
-    with django_capture_on_commit_callbacks(execute=True):
-        moved = services.convoys_follow_merge_landed(
-            merge_requests=[mr],
-            repository=convoy.repository,
-            target_branch="main",
-            old_tip="1" * 40,
-            new_tip="2" * 40,
-        )
+    moved = services.convoys_follow_merge_landed(
+        merge_requests=[mr], repository=convoy.repository, target_branch="main"
+    )
     assert [c.pk for c in moved] == [convoy.pk]
     [one, two] = convoy.legs.order_by("position")
     assert new_events(after) == [
@@ -65,24 +55,17 @@ def test_follow_merge_landed_lands_the_leg_dispatches_the_next_and_enqueues_the_
         ("notification.new", Event.objects.get(kind="notification.new", rig_id=b.id).payload),
     ]
     assert Notification.objects.get(rig=b).kind == Notification.Kind.UNBLOCKED
-    assert enqueued == [(convoy.repository.id, "main", "1" * 40, "2" * 40, [mr.id])]
 
 
-def test_follow_merge_landed_without_a_moved_tip_enqueues_nothing(
-    monkeypatch, django_capture_on_commit_callbacks
-):
+def test_follow_merge_landed_on_another_target_lands_nothing():
     convoy, a, _ = two_leg_convoy()
     mr = factories.merge_request(rig=a, target_branch="release", state=MergeRequest.State.MERGED)
-    monkeypatch.setattr("convoys.tasks.cascade_merge_landed.delay", pytest.fail)
     after = last_event_id()
-    with django_capture_on_commit_callbacks(execute=True):
-        moved = services.convoys_follow_merge_landed(
-            merge_requests=[mr],
-            repository=convoy.repository,
-            target_branch="release",  # not the leg's merge target: nothing lands
-            old_tip="1" * 40,
-            new_tip="1" * 40,
-        )
+    moved = services.convoys_follow_merge_landed(
+        merge_requests=[mr],
+        repository=convoy.repository,
+        target_branch="release",  # not the leg's merge target: nothing lands
+    )
     assert moved == [] and new_events(after) == []
 
 
@@ -108,11 +91,7 @@ def test_follow_merge_request_blocks_a_convoy_whose_landing_failed():
             rig=rig, target_branch="convoy/two", state=MergeRequest.State.MERGED
         )
         services.convoys_follow_merge_landed(
-            merge_requests=[mr],
-            repository=convoy.repository,
-            target_branch="convoy/two",
-            old_tip=None,
-            new_tip=None,
+            merge_requests=[mr], repository=convoy.repository, target_branch="convoy/two"
         )
     convoy.refresh_from_db()
     landing = convoy.landing_merge_request
@@ -125,16 +104,6 @@ def test_follow_merge_request_blocks_a_convoy_whose_landing_failed():
     assert convoy.state == "blocked"
     [(kind, payload)] = new_events(after)
     assert kind == "convoy.state" and (payload["from"], payload["to"]) == ("landing", "blocked")
-
-
-def test_follow_merge_request_tells_the_rig_of_a_conflict():
-    rig = factories.rig(state=Rig.State.MERGING)
-    mr = factories.merge_request(rig=rig, state=MergeRequest.State.CONFLICTED, conflicts=["a.py"])
-    after = last_event_id()
-    services.convoys_follow_merge_request(merge_request=mr, new_state="conflicted")
-    assert Notification.objects.get(rig=rig).kind == Notification.Kind.MERGE_CONFLICTED
-    # a bead to resolve it, and the notification (cascades.refused)
-    assert [k for k, _ in new_events(after)] == ["bead.created", "notification.new"]
 
 
 def test_receivers_append_no_rig_events_of_their_own():

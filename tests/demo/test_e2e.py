@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from convoys.models import Convoy, Notification
+from convoys.models import Convoy
 from demo import plan, seed
+from notifications.models import Notification
 from runner.models import AgentRun
 from tests.rigs.helpers import wait_for
 

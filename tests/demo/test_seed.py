@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from cascades.watch import path_matches, rig_watch_patterns
 from convoys import services as convoy_services
-from convoys.cascades import path_matches, rig_watch_patterns
 from convoys.models import Bead, BeadDependency, Convoy, Leg
 from demo import plan, seed
 from gastown_site import run as run_module

@@ -202,6 +202,7 @@ def test_checkout_sandbox_binds_what_git_needs(git_repo):
         str(worktree / ".git"),
         str(admin / "commondir"),
         str(admin / "gitdir"),
+        str(admin / "config.worktree"),
     )
     assert sandbox_mode() in ("bwrap", "none")
 
@@ -214,3 +215,60 @@ def test_worktree_root_and_locks_are_private(git_repo):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
     lock = root / repository.name / ".locks" / f"{rig.slug}.lock"
     assert lock.stat().st_mode & 0o077 == 0
+
+
+# --- planted git configuration (found by an attacker with an agent's token) -----------------------
+
+
+def test_an_agent_cannot_plant_a_worktree_config(git_repo, settings):
+    """`config.worktree` in a worktree's admin dir is read by git once any sparse rig turns on
+    `extensions.worktreeConfig`; a `core.fsmonitor` there would run as the server. Inside the
+    agent's sandbox it exists (empty) and is read-only."""
+    if not BWRAP:
+        pytest.skip("bubblewrap is not installed")
+    settings.GASTOWN_SANDBOX = "bwrap"
+    from common import process
+
+    repository = register(git_repo)
+    worktree = Path(make_rig(repository, "api").worktree_path)
+    admin, _common = commands.git_dirs(worktree)
+    box = process.worktree_sandbox(worktree)
+    result = process.command_run(
+        "d=$(git rev-parse --git-dir);"
+        ' echo "[core] fsmonitor = touch /tmp/x" > "$d/config.worktree"'
+        ' ; rm -f "$d/config.worktree"; mv "$d/HEAD" "$d/config.worktree";'
+        " git status --short >/dev/null && echo still-works",
+        cwd=worktree,
+        env=process.command_environment(home=worktree),
+        timeout=30,
+        sandbox=box,
+    )
+    assert "still-works" in result.output
+    assert (admin / "config.worktree").read_text() == ""
+    assert (admin / "HEAD").exists()
+
+
+def test_server_git_ignores_a_planted_fsmonitor(git_repo, tmp_path):
+    """Defence in depth: even a config file that says so cannot make our git run a program."""
+    from rigs import git
+
+    repository = register(git_repo)
+    worktree = Path(make_rig(repository, "web").worktree_path)
+    admin, common = commands.git_dirs(worktree)
+    marker = tmp_path / "fsmonitor-ran"
+    git.run(common, "config", "extensions.worktreeConfig", "true")
+    (admin / "config.worktree").write_text(f'[core]\n\tfsmonitor = "touch {marker}; false"\n')
+    git.is_dirty(worktree)
+    assert not marker.exists()
+
+
+def test_the_repository_lock_does_not_follow_a_symlink(git_repo, tmp_path):
+    from rigs import git
+
+    target = tmp_path / "created-by-the-server"
+    lock = git_repo / ".git" / "gastown-worktrees.lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(target)
+    with pytest.raises(OSError), git.repository_lock(git_repo):
+        pass
+    assert not target.exists()

@@ -17,8 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from convoys import services as convoy_services
-from convoys.models import Bead, Notification
-from convoys.notifications import notification_send
+from convoys.models import Bead
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs import operations, services
 from rigs.models import MergeRequest, Rig
 from tests.conftest import BASE_DIR

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from common import process
-from convoys.models import Notification
 from events.models import Event
+from notifications.models import Notification
 from runner import operations, services
 from runner.models import AgentRun
 from tests.rigs.helpers import wait_for
@@ -153,7 +153,7 @@ def test_convoy_handing_a_leg_launches_the_agent(ready_rig):
 
 @pytest.mark.runner_env(GASTOWN_RUN_MAX_RESTARTS="1")
 def test_an_agent_that_stops_early_goes_on_then_is_woken_when_told_to_act(ready_rig):
-    from convoys.notifications import notification_send
+    from notifications.services import notification_send
 
     rig = ready_rig("gt inbox")  # exits 0 at once: the leg is not done
     _convoy_on(rig)

@@ -9,9 +9,10 @@ a real worker and real agent processes.
 import pytest
 from django.db import transaction
 
-from convoys.models import Convoy, Leg, Notification
-from convoys.notifications import notification_send
+from convoys.models import Convoy, Leg
 from events.models import Event
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.models import Rig
 from runner import services, wakes
 from runner.models import AgentRun

@@ -15,10 +15,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.test import override_settings
 
-from convoys import webhooks
-from convoys.models import Notification, Webhook, WebhookDelivery
-from convoys.notifications import notification_send
-from convoys.webhook_urls import url_refusal, validate_webhook_url
+from notifications import webhooks
+from notifications.models import Notification, Webhook, WebhookDelivery
+from notifications.services import notification_send
+from notifications.webhook_urls import url_refusal, validate_webhook_url
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,5 @@
-"""A rig's inbox: list (cheap polling with ETag and `since`), acknowledge one, acknowledge all."""
+"""Thin DRF views of a rig's inbox: list (cheap polling with ETag and `since`), acknowledge one,
+acknowledge all. Domain refusals (`common.errors.Refusal`) become their status in `common.api`."""
 
 import hashlib
 from datetime import UTC, datetime
@@ -9,16 +10,15 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.params import optional_id, parse_flag
-from convoys import services
-from convoys.api.base import body, get_object
-from convoys.models import Notification
-from convoys.serializers import (
+from common.params import id_or_none, optional_id, parse_flag
+from notifications import services
+from notifications.models import Notification
+from notifications.serializers import (
     AckAllResultSerializer,
     AckAllSerializer,
     NotificationSerializer,
@@ -132,7 +132,14 @@ class NotificationAckView(APIView):
 
     @extend_schema(request=None, responses={200: NotificationSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        notification = get_object(Notification.objects.select_related("rig"), "notification", pk)
+        number = id_or_none(pk)  # (an id too large for the database is no notification)
+        notification = (
+            Notification.objects.select_related("rig").filter(pk=number).first()
+            if number is not None
+            else None
+        )
+        if notification is None:
+            raise NotFound(f"notification {pk} does not exist.")
         self.check_object_permissions(request, notification)
         notification = services.notification_ack(notification=notification)
         return Response(NotificationSerializer(notification).data)
@@ -150,10 +157,14 @@ class NotificationAckAllView(APIView):
         responses={200: AckAllResultSerializer},
     )
     def post(self, request: Request) -> Response:
-        rig_id = body(AckAllSerializer, request).get("rig")
+        serializer = AckAllSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rig_id = serializer.validated_data.get("rig")
         agent = calling_agent(request)
         if rig_id is not None:
-            rig = get_object(Rig.objects.all(), "rig", rig_id, "rig")
+            rig = Rig.objects.filter(pk=rig_id).first()
+            if rig is None:
+                raise ValidationError({"rig": f"rig {rig_id} does not exist."})
             if not (is_operator(request.user) or owns_rig(request, rig)):
                 raise PermissionDenied("Agents may only act on their own rigs.")
             inbox = Notification.objects.filter(rig=rig)

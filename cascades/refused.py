@@ -1,22 +1,30 @@
 """Trigger 3, a merge conflicted or its gate failed: the owning rig is told, with the files or
 the log tail, and the fix is queued as a bead. Runs inside the transaction that refused it."""
 
-from convoys.models import Notification
-from convoys.notifications import notification_send
+from django.db import transaction
+
 from convoys.selectors import rig_current_leg
+from convoys.services import bead_create
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.models import MergeRequest
 
 K = Notification.Kind
 SEV = Notification.Severity
+REFUSED_STATES = (MergeRequest.State.CONFLICTED, MergeRequest.State.FAILED)
 
 
 def cascade_merge_refused(*, merge_request: MergeRequest) -> Notification | None:
-    """Tell the owning rig why its merge did not land, and queue the fix as a bead."""
-    from convoys.services import bead_create
-
-    rig = merge_request.rig
-    if rig is None:
+    """Tell the owning rig why its merge did not land, and queue the fix as a bead (nothing for
+    a merge request in any other state, or without a rig: no query either)."""
+    if merge_request.state not in REFUSED_STATES or merge_request.rig_id is None:
         return None
+    return _refused_tell(merge_request)
+
+
+@transaction.atomic
+def _refused_tell(merge_request: MergeRequest) -> Notification | None:
+    rig = merge_request.rig
     leg = rig_current_leg(rig)
     convoy_id = leg.convoy_id if leg else None
     target = merge_request.target_commit

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from convoys import cascades
-from convoys.models import Bead, BeadDependency, Notification
+import cascades
+from cascades import landed
+from convoys.models import Bead, BeadDependency
+from notifications.models import Notification
 from rigs import git, merge_queue, operations, services
 from rigs.models import MergeRequest, Rig
 from tests.conftest import git as run_git
@@ -60,7 +62,7 @@ def cascade_of(mr: MergeRequest) -> list[Notification]:
     checks that path end to end)."""
     old = mr.target_commit
     new = run_git(Path(mr.repository.path), "rev-parse", "main")
-    return cascades.cascade_merge_landed(
+    return landed.cascade_merge_landed(
         repository_id=mr.repository_id,
         target_branch="main",
         old_tip=old,
@@ -255,7 +257,7 @@ def test_auto_rebase_is_off_unless_the_repository_allows_it(town):
 
 
 def test_cascades_are_policy_only():
-    """convoys.cascades decides who is told what; it reads the landed change through
+    """The cascades app decides who is told what; it reads the landed change through
     rigs.landing and never runs git or reaches a worktree itself."""
     import ast
 
@@ -296,8 +298,8 @@ def test_cascade_runs_in_the_worker_after_a_landing(town, celery_worker):
 def test_bulk_send_matches_one_by_one(town):
     """The cascade's bulk path dedupes like `notification_send`: against unacked ones in the
     database and within the batch, and pushes one event per notification sent."""
-    from convoys.notifications import notifications_send_many
     from events.models import Event
+    from notifications.services import notifications_send_many
 
     frontend, docs = town["frontend"], town["docs"]
     item = {"kind": K.INFO, "severity": "info", "summary": "hello", "convoy_id": None}
@@ -317,7 +319,7 @@ def test_bulk_send_matches_one_by_one(town):
 
 def test_current_legs_of_many_rigs_in_bounded_queries(django_assert_num_queries):
     """The cascade reads every rig's leg and its dependencies' scopes: no query per rig."""
-    from convoys.cascades import rig_watch_patterns
+    from cascades.watch import rig_watch_patterns
     from convoys.selectors import rigs_current_legs
     from tests import factories
 

@@ -2,10 +2,14 @@
 
 import pytest
 
-from convoys.models import Notification
-from convoys.notifications import notification_fingerprint, notification_send
-from convoys.services import notification_ack
 from events.models import Event
+from notifications.models import Notification
+from notifications.services import (
+    notification_ack,
+    notification_fingerprint,
+    notification_send,
+    notifications_ack,
+)
 from rigs.models import Rig
 from tests import factories
 
@@ -59,19 +63,40 @@ def test_notify_level_decides_what_is_pushed_but_all_is_stored(level, pushed):
     assert {e.payload["severity"] for e in events} == pushed
 
 
-def test_event_names_the_rigs_convoy():
+def test_event_names_the_convoy_the_caller_gives():
+    """Notifications know rigs, not convoys: the caller (a convoy's service, a cascade, the
+    runner) names the rig's convoy for the event; none given, the event names none."""
     rig = factories.rig()
     leg = factories.leg(rig=rig)
-    send(rig)
-    event = Event.objects.get(kind="notification.new")
-    assert (event.rig_id, event.convoy_id, event.repository_id) == (
+    send(rig, convoy_id=leg.convoy_id)
+    send(rig, summary="no convoy named")
+    with_convoy, without = Event.objects.filter(kind="notification.new").order_by("id")
+    assert (with_convoy.rig_id, with_convoy.convoy_id, with_convoy.repository_id) == (
         rig.id,
         leg.convoy_id,
         rig.repository_id,
     )
+    assert without.convoy_id is None
 
 
 def test_archived_rig_gets_nothing_and_bad_kinds_are_refused():
     assert send(factories.rig(state=Rig.State.ARCHIVED)) is None
     with pytest.raises(ValueError, match="unknown notification kind"):
         send(factories.rig(), kind="gossip")
+
+
+def test_notifications_ack_acks_the_unacked_with_one_event_each():
+    rig = factories.rig(state=Rig.State.WORKING)
+    first = factories.notification(rig=rig, summary="one")
+    second = factories.notification(rig=rig, summary="two")
+    notification_ack(notification=first)
+    first.refresh_from_db()
+    acked_at = first.acked_at
+    after = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    assert notifications_ack(notifications=Notification.objects.filter(rig=rig)) == 1
+    assert [(e.kind, e.payload) for e in Event.objects.filter(pk__gt=after)] == [
+        ("notification.acked", {"notification": second.id})
+    ]
+    first.refresh_from_db()
+    assert first.acked_at == acked_at  # acking twice keeps the first time
+    assert notifications_ack(notifications=Notification.objects.filter(rig=rig)) == 0

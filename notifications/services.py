@@ -1,7 +1,10 @@
-"""Sending notifications to rigs: durable, deduplicated, pushed to the board by an Event.
+"""Sending notifications to rigs: durable, deduplicated, pushed to the board by an Event;
+acknowledging them.
 
 Every cascade (unblocked work, base moved, interface changed, ...) sends through
-`notification_send`, so deduplication and the rigs' notify levels live in one place.
+`notification_send` (or its batched form `notifications_send_many`), so deduplication and the
+rigs' notify levels live in one place. This app knows rigs, not convoys: a caller that knows
+the rig's convoy passes its id (`convoy_id`) for the event.
 """
 
 import hashlib
@@ -14,12 +17,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from convoys import webhooks
-from convoys.models import Notification
-from convoys.selectors import rig_current_leg
-from convoys.signals import notifications_created
 from events.models import Event
 from events.services import event_append, events_append_many
+from notifications import webhooks
+from notifications.models import Notification
+from notifications.signals import notifications_created
 from rigs.models import MergeRequest, Rig
 
 Severity = Notification.Severity
@@ -31,8 +33,6 @@ PUSHED_SEVERITIES = {
 }
 SUMMARY_MAX = Notification._meta.get_field("summary").max_length
 ACTION_MAX = 20_000  # what to do: a long file list is cut, never stored whole
-# `convoy_id` not given: look up the rig's current leg (None means "no convoy", known).
-UNKNOWN = object()
 
 
 def _cut(text: str, limit: int) -> str:
@@ -66,12 +66,13 @@ def notification_send(
     source_commits: str = "",
     cascade: uuid.UUID | None = None,
     depth: int = 0,
-    convoy_id: int | None | object = UNKNOWN,
+    convoy_id: int | None = None,
 ) -> Notification | None:
     """Tell `rig` something. An identical unacked notification is bumped (`occurrences` + 1)
     instead of repeated. Always stored; pushed as an Event (`notification.new`, or
     `notification.repeated` for a bump) when the rig's notify level lets this severity through.
-    Returns None for an archived rig: nobody is left to read it.
+    `convoy_id` is the convoy the rig works for (the caller knows it): the event is shown on
+    that convoy's page. Returns None for an archived rig: nobody is left to read it.
     """
     if kind not in Notification.Kind.values:
         raise ValueError(f"unknown notification kind {kind!r}")
@@ -117,9 +118,6 @@ def notification_send(
         notifications_created.send(sender=Notification, notifications=[notification])
 
     if severity in PUSHED_SEVERITIES.get(rig.notify_level, set()):
-        if convoy_id is UNKNOWN:
-            leg = rig_current_leg(rig)
-            convoy_id = leg.convoy_id if leg else None
         event_append(
             "notification.new" if created else "notification.repeated",
             {

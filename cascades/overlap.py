@@ -4,10 +4,10 @@ that recorded the sync."""
 
 import uuid
 
-from convoys.cascades.watch import path_matches, rig_watch_patterns
-from convoys.models import Notification
-from convoys.notifications import notification_send
+from cascades.watch import path_matches, rig_watch_patterns
 from convoys.selectors import rig_current_leg
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.models import Rig
 
 K = Notification.Kind

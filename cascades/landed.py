@@ -3,9 +3,10 @@ moved" (an idle, clean rig is rebased first when the repository allows it), "int
 changed" for watched paths, "dependencies changed" for manifests; plus follow-up beads where
 the conceptual merge belongs (docs, tests, deployment).
 
-Runs in a Celery task after the landing commits. The landed change is read through
-`rigs.landing` (three reads, plain data) and rebases are asked of `rigs.operations`; this
-module decides who is told what, then writes every notification in one transaction.
+Runs in a Celery task (`cascades.tasks.cascade_merge_landed`), enqueued by the landing's
+transaction for after its commit (`cascade_merge_landed_later`). The landed change is read
+through `rigs.landing` (three reads, plain data) and rebases are asked of `rigs.operations`;
+this module decides who is told what, then writes every notification in one transaction.
 """
 
 import uuid
@@ -14,17 +15,19 @@ from typing import Any
 
 from django.db import transaction
 
-from convoys.cascades.follow_ups import cascade_follow_ups
-from convoys.cascades.watch import (
+from cascades import tasks
+from cascades.follow_ups import cascade_follow_ups
+from cascades.watch import (
     CODE_SUFFIXES,
     MANIFEST_PATTERNS,
     TEST_PATTERNS,
     path_matches,
     rig_watch_patterns,
 )
-from convoys.models import Leg, Notification
-from convoys.notifications import notifications_send_many
+from convoys.models import Leg
 from convoys.selectors import merge_target_for_rig, rigs_current_legs
+from notifications.models import Notification
+from notifications.services import notifications_send_many
 from rigs import landing, operations
 from rigs.landing import LandedChange
 from rigs.models import MergeRequest, Repository, Rig
@@ -181,6 +184,25 @@ def _impact_notices(
             }
         )
     return notices
+
+
+def cascade_merge_landed_later(
+    *,
+    merge_requests: list[MergeRequest],
+    repository: Repository,
+    target_branch: str,
+    old_tip: str | None,
+    new_tip: str | None,
+) -> None:
+    """Enqueue `cascade_merge_landed` for after the landing commits (it reads git, which is
+    never done inside a transaction); nothing when the target's tip did not move."""
+    if old_tip and new_tip and old_tip != new_tip:
+        ids = [mr.id for mr in merge_requests]
+        transaction.on_commit(
+            lambda: tasks.cascade_merge_landed.delay(
+                repository.id, target_branch, old_tip, new_tip, ids
+            )
+        )
 
 
 def cascade_merge_landed(

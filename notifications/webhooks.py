@@ -7,7 +7,7 @@ Each delivery is signed the Standard Webhooks way (https://www.standardwebhooks.
 webhook's secret: a `whsec_<base64>` secret (what new webhooks get) is the base64-decoded bytes;
 an older plain secret is its UTF-8 bytes. The older `X-Gastown-Signature-256: sha256=<hex HMAC
 of the body, keyed by the secret's text>` is still sent. Only public addresses are posted to
-(`convoys.webhook_urls`), no redirect is followed; failures are retried with exponential
+(`notifications.webhook_urls`), no redirect is followed; failures are retried with exponential
 backoff; every delivery is logged (admin: webhook deliveries).
 """
 
@@ -26,9 +26,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from convoys import tasks
-from convoys.models import Notification, Webhook, WebhookDelivery
-from convoys.webhook_urls import AddressRefused, resolve_checked
+from notifications import tasks
+from notifications.models import Notification, Webhook, WebhookDelivery
+from notifications.webhook_urls import AddressRefused, resolve_checked
 
 logger = logging.getLogger(__name__)
 

@@ -3,15 +3,17 @@ queued as beads `discovered-from` the merge request in the rig that owns the are
 
 from typing import Any
 
-from convoys.cascades.watch import (
+from cascades.watch import (
     DEPLOY_PATTERNS,
     DOC_PATTERNS,
     TEST_PATTERNS,
     path_matches,
     rig_owns,
 )
-from convoys.models import Bead, Leg, Notification
-from convoys.notifications import notification_send
+from convoys.models import Bead, Leg
+from convoys.services import bead_create
+from notifications.models import Notification
+from notifications.services import notification_send
 from rigs.landing import LandedChange
 from rigs.models import Rig
 
@@ -28,8 +30,6 @@ def cascade_follow_ups(
 ) -> list[Notification]:
     """The conceptual merge: work the landed change creates elsewhere, as beads
     `discovered-from` the merge request, in the rig that owns the area."""
-    from convoys.services import bead_create
-
     primary = common["source_merge_request"]
     if primary is None:
         return []

@@ -1,0 +1,31 @@
+"""Listens to the rigs' domain signals; each receiver is one call to a cascade. Signals arrive
+inside the transaction that made the change: the overlap and refused cascades commit or roll
+back with it; the landed-merge cascade reads git, so it is enqueued for after the commit.
+Connected after `convoys.receivers` (INSTALLED_APPS order), so the convoys have moved first.
+"""
+
+from django.dispatch import receiver
+
+from cascades import landed, overlap, refused
+from rigs import signals
+
+
+@receiver(signals.branch_updated)
+def on_branch_updated(sender, rig, **kwargs) -> None:
+    overlap.cascade_overlap(rig=rig)
+
+
+@receiver(signals.merge_request_state_changed)
+def on_merge_request_state_changed(sender, merge_request, **kwargs) -> None:
+    refused.cascade_merge_refused(merge_request=merge_request)
+
+
+@receiver(signals.merge_landed)
+def on_merge_landed(sender, merge_requests, repository, target_branch, **kwargs) -> None:
+    landed.cascade_merge_landed_later(
+        merge_requests=merge_requests,
+        repository=repository,
+        target_branch=target_branch,
+        old_tip=kwargs.get("old_tip"),
+        new_tip=kwargs.get("new_tip"),
+    )

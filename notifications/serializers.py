@@ -1,0 +1,44 @@
+"""API shapes of a rig's inbox (the field names are the contract in DESIGN.md)."""
+
+from rest_framework import serializers
+
+from common.params import MAX_ID
+from notifications.models import Notification
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "rig",
+            "kind",
+            "severity",
+            "summary",
+            "action",
+            "changes",
+            "cascade",
+            "depth",
+            "occurrences",
+            "source_rig",
+            "source_merge_request",
+            "source_commits",
+            "acked_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AckAllSerializer(serializers.Serializer):
+    rig = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ID,
+        required=False,
+        allow_null=True,
+        help_text="only this rig's (default: all of yours)",
+    )
+
+
+class AckAllResultSerializer(serializers.Serializer):
+    acked = serializers.IntegerField()
