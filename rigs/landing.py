@@ -9,7 +9,7 @@ Three reads, each one pass over git, none of them a decision:
   the new tip (``merge-tree``, skipped when the rig cannot conflict) and how far behind it is;
 - :func:`landed_change_excerpts`: the start of the patch for sets of paths (each set once).
 
-Who is told what (the policy) is in ``convoys.cascades``; it never runs git itself.
+Who is told what (the policy) is in the ``cascades`` app; it never runs git itself.
 """
 
 from __future__ import annotations
