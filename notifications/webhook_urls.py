@@ -34,8 +34,14 @@ def private_allowed() -> bool:
 
 def address_refusal(address: IPAddress) -> str | None:
     """Why a webhook may not post to `address` (None: it may)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 inside IPv6 (mapped, 6to4, Teredo's server): judged as the IPv4 it carries
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        for inner in (a for a in embedded if a is not None):
+            if (why := address_refusal(inner)) is not None:
+                return f"{address} carries {inner}: {why}"
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
     for flag in _FLAGS:
         if getattr(address, f"is_{flag}"):
             return f"{address} is a {flag.replace('_', '-')} address"

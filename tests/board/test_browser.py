@@ -78,9 +78,20 @@ def log_in(browser, base: str, username: str, **context_args):
     return context, page
 
 
+def box_of(locator) -> dict:
+    """The element's box, once it has one: a live refresh may replace the element just when we
+    read it (then Playwright answers None), so read again."""
+    for _ in range(100):
+        box = locator.bounding_box()
+        if box is not None:
+            return box
+        locator.page.wait_for_timeout(100)
+    raise AssertionError(f"{locator} never became visible")
+
+
 def drag(page, source, target) -> None:
     """Drag with real mouse events (the board's SortableJS uses them, not native DnD)."""
-    src, dst = source.bounding_box(), target.bounding_box()
+    src, dst = box_of(source), box_of(target)
     page.mouse.move(src["x"] + src["width"] / 2, src["y"] + 12)
     page.mouse.down()
     page.mouse.move(src["x"] + src["width"] / 2 + 10, src["y"] + 22, steps=4)
