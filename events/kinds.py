@@ -14,6 +14,19 @@ class EventKind:
     payload: tuple[str, ...]
 
 
+# A new notice and the repeat of an unacknowledged one carry the same fields.
+NOTIFICATION_PAYLOAD = (
+    "notification",
+    "rig",
+    "kind",
+    "severity",
+    "summary",
+    "action",
+    "cascade",
+    "depth",
+    "occurrences",
+)
+
 _KINDS = [
     # rigs (written by rigs' services)
     EventKind(
@@ -77,32 +90,12 @@ _KINDS = [
     EventKind(
         "notification.new",
         "a rig was told something",
-        (
-            "notification",
-            "rig",
-            "kind",
-            "severity",
-            "summary",
-            "action",
-            "cascade",
-            "depth",
-            "occurrences",
-        ),
+        NOTIFICATION_PAYLOAD,
     ),
     EventKind(
         "notification.repeated",
         "an unacknowledged notice was repeated",
-        (
-            "notification",
-            "rig",
-            "kind",
-            "severity",
-            "summary",
-            "action",
-            "cascade",
-            "depth",
-            "occurrences",
-        ),
+        NOTIFICATION_PAYLOAD,
     ),
     EventKind("notification.acked", "a notification was acknowledged", ("notification",)),
     # agent runs
