@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test setup install migrate lint format bench clean browser-deps sandbox-deps
+.PHONY: run test setup install migrate lint format bench clean browser-deps sandbox-deps agent-clis
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed $(VENV)/bin/gt sandbox-deps
+install: $(VENV)/.installed $(VENV)/bin/gt sandbox-deps agent-clis
 
 # the agents' client, on the virtualenv's PATH (one stdlib-only file: a copy is enough)
 $(VENV)/bin/gt: bin/gt $(VENV)/.installed
@@ -33,6 +33,26 @@ run: setup
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The agent CLIs the claude and codex presets run, pinned in package.json (docs/runner.md):
+# `npm ci` into node_modules/ (agents find node_modules/.bin on their PATH; Claude Code's
+# postinstall puts its native binary in place, run by hand if npm skipped it). Root installs
+# Node.js and npm with apt when they are missing; anyone else is warned.
+agent-clis: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+	fi
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "warning: npm is missing: the claude and codex presets cannot run here (their" \
+			"tests are skipped outside CI). Install Node.js and npm, then make agent-clis."; \
+	else \
+		set -e; npm ci --no-audit --no-fund --loglevel=error; \
+		node_modules/.bin/claude --version >/dev/null 2>&1 \
+			|| node node_modules/@anthropic-ai/claude-code/install.cjs; \
+		node_modules/.bin/claude --version; node_modules/.bin/codex --version; touch $@; \
+	fi
 
 # The board's browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser-deps:

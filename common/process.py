@@ -35,6 +35,7 @@ from pathlib import Path
 from django.conf import settings
 
 from common.sandbox import (  # noqa: F401  (the sandbox is part of this module's interface)
+    AGENT_CLI_DIR,
     BASE_DIR,
     BIN_DIR,
     Sandbox,
@@ -231,10 +232,13 @@ def agent_environment(
     of its own (Claude Code keeps session memory there)."""
     env = command_environment(home=agent_home(rig_id), agent=True)
     email = f"{agent_name}@agents.gastown.local"
+    clis = AGENT_CLI_DIR / ".bin"
     env.update(
         {
-            # gt and gastown-agent first
-            "PATH": os.pathsep.join([str(BIN_DIR), env["PATH"]]),
+            # gt and gastown-agent first, then the pinned agent CLIs (claude, codex)
+            "PATH": os.pathsep.join(
+                [str(BIN_DIR), *([str(clis)] if clis.is_dir() else []), env["PATH"]]
+            ),
             "GT_URL": settings.GASTOWN_URL,
             "GT_TOKEN": token,
             "GT_RIG": str(rig_id),

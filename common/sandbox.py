@@ -19,6 +19,9 @@ from django.conf import settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BIN_DIR = BASE_DIR / "bin"
+# The agent CLIs pinned in package.json (Claude Code, Codex): `make agent-clis` installs them
+# here; their .bin/ is on agents' PATH, and the directory is bound back read-only.
+AGENT_CLI_DIR = BASE_DIR / "node_modules"
 # Where database servers usually keep their unix sockets (peer or trust authentication there
 # would let any local process of the server's user in).
 SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/run/mysqld", "/run/redis")
@@ -192,9 +195,9 @@ def sandbox_argv(argv: list[str], sandbox: Sandbox | None) -> list[str]:
     for raw in dict.fromkeys(sandbox.writable):
         path = Path(raw)
         mounts.append((len(path.parts), 1, "--bind", str(path), str(path)))
-    # gt and gastown-agent, and the tools on PATH, wherever they live (-try: nothing to bind
-    # back when they are not there)
-    for path in dict.fromkeys([BIN_DIR, *_path_tools(_server_home())]):
+    # gt and gastown-agent, the agent CLIs, and the tools on PATH, wherever they live (-try:
+    # nothing to bind back when they are not there)
+    for path in dict.fromkeys([BIN_DIR, AGENT_CLI_DIR, *_path_tools(_server_home())]):
         mounts.append((len(path.parts), 2, "--ro-bind-try", str(path), str(path)))
     for raw in dict.fromkeys(sandbox.readable):
         path = Path(raw)

@@ -1,10 +1,12 @@
 """The event log: appended in the same transaction as the change, broadcast after commit."""
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from events.kinds import kind_check
@@ -57,6 +59,11 @@ def events_broadcast(events: list[Event]) -> None:
     nothing: the rows are stored and clients replay them on reconnect."""
     layer = get_channel_layer()
     if layer is None or not events:
+        return
+    if not settings.REDIS_URL and not Path(settings.EMBEDDED_REDIS_SOCKET).exists():
+        # The embedded Redis lives with `make run`: a `manage.py` command run while the server
+        # is stopped has nobody to tell (pages and agents replay the rows when they connect).
+        logger.debug("no embedded Redis running: events %s not broadcast", [e.id for e in events])
         return
     by_group: dict[str, list[dict[str, Any]]] = {}
     for event in events:

@@ -43,8 +43,14 @@ elif TESTING:
     DATA_DIR = Path(tempfile.mkdtemp(prefix="gastown-test-")).resolve()
 else:
     DATA_DIR = BASE_DIR / "var"
-DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-DATA_DIR.chmod(0o700)
+# `manage.py <command>` makes a missing data dir only for `migrate` (`make run` and `make
+# migrate` start with it); any other command is told there is no database there
+# (gastown_site/database_check.py) and leaves no empty ./var behind. The server, workers and
+# tests make it as before.
+MANAGE_PY = bool(sys.argv) and Path(sys.argv[0]).name == "manage.py"
+if DATA_DIR.is_dir() or not MANAGE_PY or sys.argv[1:2] == ["migrate"]:
+    DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    DATA_DIR.chmod(0o700)
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -58,6 +64,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if DEBUG or TESTING:
         SECRET_KEY = DEV_SECRET_KEY
+    elif not DATABASE_URL and not DATA_DIR.is_dir():  # manage.py says so and stops
+        SECRET_KEY = secrets.token_urlsafe(50)
     elif not DATABASE_URL:
         key_file = DATA_DIR / "secret_key"
         if not key_file.exists():
@@ -242,7 +250,8 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
+if DATA_DIR.is_dir():
+    STATIC_ROOT.mkdir(exist_ok=True)
 # Serve straight from the finders, so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -372,6 +381,9 @@ GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
 GASTOWN_RUN_MAX_WAKES = int(os.environ.get("GASTOWN_RUN_MAX_WAKES", "3"))
 GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
 GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
+# A Claude Code or Codex run that fails this soon, before any progress, failed at start (no key,
+# no login, no binary): escalated at once, not restarted (runner/startup.py; 0: no time rule).
+GASTOWN_RUN_START_SECONDS = float(os.environ.get("GASTOWN_RUN_START_SECONDS", "30"))
 GASTOWN_RUN_LOG_DIR = Path(os.environ.get("GASTOWN_RUN_LOG_DIR") or DATA_DIR / "runs")
 # Output kept per run log (head, then tail; 0: all) and how long logs are kept (0: for ever).
 GASTOWN_RUN_LOG_MAX_BYTES = int(os.environ.get("GASTOWN_RUN_LOG_MAX_BYTES", str(50 * 1024**2)))

@@ -16,11 +16,20 @@ def path_inside_roots(raw: str) -> Path:
     resolved = path.resolve()
     roots = [Path(r).resolve() for r in settings.GASTOWN_REPOSITORY_ROOTS]
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise ValidationError(
-            {"path": f"'{raw}' resolves to {resolved}, outside the repository roots ({allowed})."}
-        )
+        raise ValidationError({"path": outside_roots_message(raw, resolved, roots)})
     return resolved
+
+
+def outside_roots_message(raw: str, resolved: Path, roots: list[Path]) -> str:
+    """What the API, the board and `manage.py add_repository` say about a path outside the
+    roots: the setting, its value, and how to change it."""
+    current = ",".join(str(r) for r in roots)
+    return (
+        f"'{raw}' resolves to {resolved}, outside the repository roots: "
+        f"GASTOWN_REPOSITORY_ROOTS is {current}. To allow it, set GASTOWN_REPOSITORY_ROOTS "
+        "(comma-separated folders) in the environment of the server and of manage.py, e.g. "
+        f"GASTOWN_REPOSITORY_ROOTS={current},{resolved}, and restart the server."
+    )
 
 
 def looks_like_repository(path: Path) -> bool:

@@ -4,22 +4,20 @@ Services, operations and the board all ask here."""
 
 import signal
 
+from common import process
 from convoys.models import Convoy, Leg
 from notifications.models import Notification
-from rigs.models import Agent, Rig
+from rigs.models import Agent, Repository, Rig
+from runner import presets
 from runner.models import AgentRun
 
 # Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
-# `gt prime` (the agent's briefing); data never gets pasted into the command text.
+# `gt prime` (the agent's briefing); data never gets pasted into the command text. Claude Code
+# and Codex: runner/presets.py (their allowed tools come from the repository's commands).
 RUNTIME_PRESETS = {
     Agent.Runtime.SCRIPTED: "gastown-agent",
-    # stream-json keeps output flowing (a silent run is killed) and ends with the cost line
-    # the runner reads; gt and git are the shell commands the briefing asks for.
-    Agent.Runtime.CLAUDE: 'claude -p "$(gt prime)" --output-format stream-json --verbose '
-    "--permission-mode acceptEdits --allowedTools 'Bash(gt:*)' 'Bash(git:*)'",
-    # the workspace sandbox with network on: gt must reach Gas Town
-    Agent.Runtime.CODEX: "codex exec --sandbox workspace-write "
-    '-c sandbox_workspace_write.network_access=true "$(gt prime)"',
+    Agent.Runtime.CLAUDE: presets.claude_command(),
+    Agent.Runtime.CODEX: presets.codex_command(sandboxed=True),
     Agent.Runtime.CUSTOM: "",
 }
 MAX_BACKOFF_SECONDS = 300
@@ -49,8 +47,18 @@ WAKE_KINDS = frozenset(
 )
 
 
-def agent_runtime_command(agent: Agent) -> str:
-    return (agent.runtime_command or RUNTIME_PRESETS.get(agent.runtime, "")).strip()
+def agent_runtime_command(agent: Agent, repository: Repository | None = None) -> str:
+    """What a run of ``agent`` runs: its own command, else its runtime's preset (for Claude Code
+    with the repository's gate and setup commands allowed; for Codex, as the sandbox asks)."""
+    if agent.runtime_command.strip():
+        return agent.runtime_command.strip()
+    preset = presets.preset_command(
+        agent.runtime,
+        gate_command=repository.gate_command if repository is not None else "",
+        setup_command=repository.setup_command if repository is not None else "",
+        sandboxed=process.sandbox_mode() == "bwrap",
+    )
+    return (preset if preset is not None else RUNTIME_PRESETS.get(agent.runtime, "")).strip()
 
 
 def agent_launchable(agent: Agent | None) -> bool:

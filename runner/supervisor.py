@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 REPORT_EVERY_SECONDS = 5.0
+# How long an agent that said it cannot work (no key, no network) has to exit by itself.
+ERROR_EXIT_SECONDS = 5.0
 MAX_LINE = 64 * 1024
 
 
@@ -26,9 +28,10 @@ def main(run_id: int) -> int:
     from django.db import close_old_connections
 
     from common import process
-    from runner import budgets, services
+    from runner import budgets, presets, services
     from runner.logs import CappedLog
     from runner.models import AgentRun
+    from runner.startup import StartWatch
     from runner.usage import Usage, usage_parse
 
     token = os.environ.pop("GASTOWN_RUN_TOKEN", "")
@@ -52,6 +55,16 @@ def main(run_id: int) -> int:
     )
     if process.sandbox_mode() == "none":
         log.note("# gastown: no sandbox (GASTOWN_SANDBOX=none): the agent runs as the server\n")
+    # Claude Code and Codex find their hooks (`gt prime --hook` after a compaction) in place.
+    cli = presets.command_cli(run.command) or presets.preset_cli(run.agent.runtime)
+    dirs = process.git_dirs(rig.worktree_path)
+    prepared = presets.cli_prepare(
+        cli, worktree=rig.worktree_path, home=env["HOME"], git_common_dir=dirs and dirs[1]
+    )
+    if prepared:
+        log.note(f"# gastown: {prepared}\n")
+    watch = StartWatch(start_seconds=settings.GASTOWN_RUN_START_SECONDS, cli=bool(cli))
+    begun = time.monotonic()
     try:
         sandbox = process.worktree_sandbox(
             rig.worktree_path,
@@ -75,6 +88,8 @@ def main(run_id: int) -> int:
 
     totals = reported = Usage()
     last_report = 0.0
+    ending: float | None = None  # when the agent was told to stop (failed at start, or stuck)
+    error_seen: float | None = None  # when it said it cannot work (runner.startup)
     assert child.stdout is not None
     fd = child.stdout.fileno()
     pending = b""
@@ -90,10 +105,25 @@ def main(run_id: int) -> int:
             if len(pending) > MAX_LINE:
                 lines, pending = [*lines, pending], b""
             for line in lines:
-                parsed = usage_parse(line.decode("utf-8", "replace"))
+                text = line.decode("utf-8", "replace")
+                parsed = usage_parse(text)
                 if parsed is not None:
                     totals = parsed
+                    if parsed:
+                        watch.usage_seen()
+                watch.line(text)
         now = time.monotonic()
+        if watch.error and error_seen is None:
+            error_seen = now
+        # it cannot go on (no key, no network...): a CLI that does not exit by itself soon
+        # after saying so (Codex waits for the network for ever) is stopped
+        erred = error_seen is not None and now - error_seen >= ERROR_EXIT_SECONDS
+        if ending is None and child.poll() is None and (watch.stuck or erred):
+            log.note(f"\n# gastown: stopping the agent: {watch.stuck or watch.error}\n")
+            process.agent_signal(child.pid, signal.SIGTERM)
+            ending = now
+        elif ending is not None and now - ending > settings.GASTOWN_RUN_STOP_GRACE_SECONDS:
+            process.group_signal(child.pid, signal.SIGKILL)
         if chunk and now - last_report >= REPORT_EVERY_SECONDS:
             close_old_connections()
             services.agent_run_output_seen(run_id=run.id)
@@ -106,7 +136,11 @@ def main(run_id: int) -> int:
     if pending:
         parsed = usage_parse(pending.decode("utf-8", "replace"))
         totals = parsed if parsed is not None else totals
+        if parsed:
+            watch.usage_seen()
+        watch.line(pending.decode("utf-8", "replace"))
     exit_code = child.wait()
+    seconds = time.monotonic() - begun
     # Whatever the command left behind in its group goes with it: nothing is left running.
     process.group_signal(child.pid, signal.SIGKILL)
     close_old_connections()
@@ -114,7 +148,15 @@ def main(run_id: int) -> int:
         budgets.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
     log.close(f"# gastown: {services.exit_description(exit_code)}\n")
     run.refresh_from_db()
-    services.agent_run_exited(run=run, exit_code=exit_code)
+    failed_at_start = watch.failed_at_start(exit_code, seconds)
+    services.agent_run_exited(
+        run=run,
+        exit_code=exit_code,
+        reason=f"stopped: {watch.stuck}" if watch.stuck and not failed_at_start else "",
+        start_failure=failed_at_start,
+        seconds=seconds,
+        log_tail=process.secrets_scrub("\n".join(watch.log_tail())).splitlines(),
+    )
     return 0
 
 
