@@ -5,7 +5,8 @@
   under a temporary directory. `DATABASE_URL` set: a database `gastown_bench_<pid>` is created
   on that server and dropped at the end. `REDIS_URL` set: that Redis, with a private queue.
 - :func:`celery_worker_process`: a real `celery -A gastown_site worker` process with the same
-  environment (like production), stopped at the end.
+  environment (like production), stopped at the end; :func:`celery_worker_idle` waits until it
+  has nothing left to do.
 - :func:`generate_repository`: a repository of many small text files in one commit, written
   with `git fast-import` (one process, a packed repository like a clone).
 - :func:`patch_git`: wrap a function of `rigs.git` wherever its modules bind it (to count
@@ -365,21 +366,32 @@ def bench_environment(
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def worker_hostname() -> str:
+    """The Celery hostname of this benchmark's worker (`celery_worker_process`)."""
+    return f"bench-{os.getpid()}@{socket.gethostname()}"
+
+
 @contextmanager
 def celery_worker_process(
-    env: BenchEnv, concurrency: int, pool: str = "prefork", timeout: float = 60.0
+    env: BenchEnv,
+    concurrency: int,
+    pool: str = "prefork",
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen]:
     """A real `celery -A gastown_site worker` process on the benchmark's queue; returns once
-    it answers a ping. Its log is ``<data dir>/worker.log``."""
+    it answers a ping. Its log is ``<data dir>/worker.log``. ``extra_args``: more worker
+    options, e.g. ``("--beat", "--schedule", path)`` for the periodic tasks."""
     from gastown_site.celery import app
 
-    name = f"bench-{os.getpid()}@{socket.gethostname()}"
+    name = worker_hostname()
     log = open(env.data_dir / "worker.log", "wb")  # noqa: SIM115 - closed below
     command = [
         sys.executable, "-m", "celery", "-A", "gastown_site", "worker",
         "--queues", env.queue, "--hostname", name, "--pool", pool,
         "--concurrency", str(concurrency), "--loglevel", "WARNING",
         "--without-mingle",  # startup only: no other workers to sync with
+        *extra_args,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=BASE_DIR, env=env.worker_env, stdout=log, stderr=subprocess.STDOUT,
@@ -398,6 +410,45 @@ def celery_worker_process(
     finally:
         stop_process(process, timeout=30)
         log.close()
+
+
+def celery_worker_idle(
+    env: BenchEnv, quiet: float = 1.0, timeout: float = 120.0, probe=None
+) -> float:
+    """Wait until the benchmark's worker has been idle for ``quiet`` seconds in a row: no task
+    running or reserved, the private queue empty and ``probe()`` (optional: any value that
+    changes while work is going on, e.g. the last event id) unchanged. Returns the seconds
+    waited; raises after ``timeout``."""
+    from gastown_site.celery import app
+
+    name = worker_hostname()
+    started = time.monotonic()
+    calm_since: float | None = None
+    last = probe() if probe else None
+    while True:
+        inspect = app.control.inspect(destination=[name], timeout=1.0, limit=1)
+        busy = any((inspect.active() or {}).get(name, [])) or any(
+            (inspect.reserved() or {}).get(name, [])
+        )
+        with app.connection_for_read() as connection:
+            client = connection.default_channel.client
+            waiting = sum(
+                client.llen(key)
+                for key in client.scan_iter(match=f"{env.queue}*")
+                if client.type(key) in (b"list", "list")
+            )
+        seen = probe() if probe else None
+        now = time.monotonic()
+        if busy or waiting or seen != last:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = now
+        elif now - calm_since >= quiet:
+            return now - started
+        last = seen
+        if now - started > timeout:
+            raise RuntimeError(f"the worker was still busy after {timeout:.0f}s: {_tail(env)}")
+        time.sleep(0.1)
 
 
 def stop_process(process: subprocess.Popen, timeout: float) -> None:

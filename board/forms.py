@@ -10,11 +10,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from board.pages import BoardFilters
+from board.pages import BoardFilters, FeedFilters
 from common.params import parse_id
+from notifications.models import Notification
 from rigs.models import Repository
+from rigs.services import repository_name_from_path
 
 # --- fields ------------------------------------------------------------------------------------
 
@@ -95,6 +98,37 @@ class BoardFilterForm(forms.Form):
         )
 
 
+class FeedFilterForm(forms.Form):
+    """The convoy page's cascade feed: `?feed_rig=<slug>&feed_kind=<kind>&feed_page=<n>`. A
+    kind that is not a notification kind or a page that is not a number is refused here (400);
+    a rig that does not work the convoy is refused by `board.pages.convoy_feed`, which knows the
+    convoy's rigs. A page past the last shows the last."""
+
+    feed_rig = forms.CharField(required=False, max_length=63)
+    feed_kind = forms.ChoiceField(
+        required=False,
+        choices=[("", "all kinds"), *Notification.Kind.choices],
+        error_messages={"invalid_choice": "'%(value)s' is not a kind of notification."},
+    )
+    feed_page = IdField(required=False)
+
+    def filters(self) -> FeedFilters:
+        data = self.cleaned_data
+        return FeedFilters(
+            rig=data["feed_rig"], kind=data["feed_kind"], page=data["feed_page"] or 1
+        )
+
+
+# --- a rig's merge request ---------------------------------------------------------------------
+
+
+class RigMergeForm(forms.Form):
+    """The rig page's "Request merge": `force` asks to land it although its leg has open or
+    in-progress beads or its worktree uncommitted changes (recorded on the merge request)."""
+
+    force = forms.BooleanField(required=False)
+
+
 # --- a new convoy ------------------------------------------------------------------------------
 
 LEG_ROWS = 5  # blank rows on a fresh form ("Add a leg" clones one)
@@ -118,12 +152,15 @@ class ConvoyForm(forms.Form):
 
 
 class LegForm(forms.Form):
-    """One leg row: key, title, `agent:<name>` or `rig:<id>`, the keys it depends on."""
+    """One leg row: key, title, `agent:<name>` or `rig:<id>`, the keys it depends on, its
+    description and its acceptance checklist (one item a line)."""
 
     key = forms.CharField(required=False)
     title = forms.CharField(required=False)
     assignee = forms.CharField(required=False)
     depends_on = forms.CharField(required=False)
+    description = forms.CharField(required=False)
+    acceptance = forms.CharField(required=False)
 
     def clean_assignee(self) -> dict[str, Any]:
         """`{"rig": <id>}`, `{"agent": <name>}` or `{}` (the service says a leg needs one)."""
@@ -144,6 +181,8 @@ class LegForm(forms.Form):
             "key": data["key"],
             "title": data["title"],
             "depends_on": [d.strip() for d in data["depends_on"].split(",") if d.strip()],
+            "description": data["description"],
+            "acceptance": [a.strip() for a in data["acceptance"].splitlines() if a.strip()],
             **data["assignee"],
         }
 
@@ -155,8 +194,9 @@ _LegFormSet = forms.formset_factory(
 
 def leg_formset(post=None):
     """The leg rows. The page posts each column as a repeated field (`leg_key`, `leg_title`,
-    `leg_assignee`, `leg_depends_on`: one value per row, so "Add a leg" only clones a row);
-    they are laid out here as the formset's numbered fields. Blank rows are skipped."""
+    `leg_assignee`, `leg_depends_on`, `leg_description`, `leg_acceptance`: one value per row,
+    so "Add a leg" only clones a row); they are laid out here as the formset's numbered fields.
+    Blank rows are skipped."""
     if post is None:
         return _LegFormSet(prefix="legs")
     columns = {name: post.getlist(f"leg_{name}") for name in LegForm.base_fields}
@@ -221,3 +261,80 @@ class NewConvoyForm:
     @property
     def leg_errors(self) -> bool:
         return any(form.errors for form in self.legs.forms)
+
+
+# --- a convoy from a Markdown plan ---------------------------------------------------------------
+
+
+class PlanImportForm(forms.Form):
+    """The New convoy page's import: a repository, and the plan as an uploaded file or pasted
+    text (the file wins when both are given); launched too if asked. The plan itself is read
+    and checked by `convoy_import`, which lists every error with its line."""
+
+    repository = IdChoiceField(
+        queryset=Repository.objects.all(),
+        error_messages={
+            "required": "choose a repository.",
+            "invalid_choice": "no such repository; choose one.",
+        },
+    )
+    plan = forms.CharField(required=False, strip=False)
+    plan_file = forms.FileField(required=False)
+    launch = forms.BooleanField(required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        upload = data.get("plan_file")
+        if upload:
+            raw = upload.read(settings.GASTOWN_MAX_BODY_BYTES + 1)
+            if len(raw) > settings.GASTOWN_MAX_BODY_BYTES:
+                self.add_error("plan_file", "the file is larger than the request limit.")
+            else:
+                try:
+                    data["plan"] = raw.decode("utf-8-sig")
+                except UnicodeDecodeError:
+                    self.add_error("plan_file", "the file is not UTF-8 text (a Markdown plan).")
+        elif not (data.get("plan") or "").strip():
+            self.add_error("plan", "upload a plan file, or paste the plan's Markdown.")
+        return data
+
+
+# --- a repository (admins) ---------------------------------------------------------------------
+
+
+class AddRepositoryForm(forms.Form):
+    """The repositories page's "Add repository" (admins only): what `repository_register` takes,
+    as `manage.py add_repository` does. Its rules (inside GASTOWN_REPOSITORY_ROOTS, a git
+    repository with the target branch, a free slug) are the service's; their errors are shown
+    beside the field they name. The gate and setup commands are commands the server runs: the
+    form has them only for an admin."""
+
+    COMMAND_FIELDS = ("gate_command", "setup_command")
+
+    path = forms.CharField(max_length=4096, error_messages={"required": "give the path."})
+    name = forms.CharField(required=False, max_length=63)
+    target_branch = forms.CharField(required=False, max_length=200)
+    gate_command = forms.CharField(required=False, max_length=4096)
+    setup_command = forms.CharField(required=False, max_length=4096)
+
+    def __init__(self, *args: Any, admin: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not admin:
+            for name in self.COMMAND_FIELDS:
+                del self.fields[name]
+
+    def register_input(self) -> dict[str, Any]:
+        """`repository_register`'s keyword arguments (once valid); an empty name is made from
+        the folder's, an empty target is `main`."""
+        data = self.cleaned_data
+        return {
+            "path": data["path"],
+            "name": data["name"] or repository_name_from_path(data["path"]),
+            "target_branch": data["target_branch"] or "main",
+            **{name: data[name] for name in self.COMMAND_FIELDS if name in self.fields},
+        }
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Spread the service's ValidationError over the fields it names (the rest on top)."""
+        for name, messages in exc.message_dict.items():
+            self.add_error(name if name in self.fields else None, " ".join(messages))

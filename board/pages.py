@@ -17,10 +17,13 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from cascades.feed import cascade_feed
 from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
 from convoys.selectors import (
     _blocker_text,
@@ -29,10 +32,12 @@ from convoys.selectors import (
     convoy_rollup,
     merge_target_for_rig,
     rig_current_leg,
+    rig_finished_work,
 )
 from events.selectors import last_event_id
-from notifications.models import Notification
+from notifications.models import ACTION_SEVERITIES, Notification
 from rigs.models import Agent, MergeRequest, Repository, Rig
+from rigs.selectors import RigPosition, rig_position, rig_positions
 from runner import selectors as run_selectors
 from runner import services as run_services
 from runner.models import AgentRun
@@ -238,8 +243,8 @@ def _cards(convoys: list[Convoy]) -> list[Card]:
         ).values_list("leg_id", "depends_on_id"):
             deps[leg_id].add(dep_id)
 
-    # Unacked notifications of the rigs working an open convoy (a landed convoy's rigs have
-    # moved on: their inbox is about other work).
+    # Open notices that ask for an action now (warning, critical) of the rigs working an open
+    # convoy (a landed convoy's rigs have moved on: their inbox is about other work).
     open_rigs = {
         leg.rig_id
         for c in convoys
@@ -250,7 +255,11 @@ def _cards(convoys: list[Convoy]) -> list[Card]:
     unacked: dict[int, int] = {}
     if open_rigs:
         unacked = dict(
-            Notification.objects.filter(rig_id__in=open_rigs, acked_at__isnull=True)
+            Notification.objects.filter(
+                rig_id__in=open_rigs,
+                state=Notification.State.OPEN,
+                severity__in=ACTION_SEVERITIES,
+            )
             .values("rig_id")
             .annotate(n=Count("id"))
             .values_list("rig_id", "n")
@@ -457,59 +466,88 @@ def _latest_merge_request_id():
     )
 
 
+# --- the convoy page's cascade feed -----------------------------------------------------------
+
+FEED_PAGE_WINDOW = 2  # page links shown either side of the current one
+
+
 @dataclass
-class CascadeView:
-    """A cascade as a chain: the source change → the rigs it affected → what each must do."""
+class FeedFilters:
+    """The cascade feed's filters and page, read from the convoy page's query string by
+    `board.forms.FeedFilterForm`: `?feed_rig=<slug>&feed_kind=<kind>&feed_page=<n>`."""
 
-    id: str
-    source: str
-    when: datetime
-    notes: list[Notification]
+    rig: str = ""
+    kind: str = ""
+    page: int = 1
 
+    def querystring(self, page: int | None = None) -> str:
+        """The query string of these filters at `page` (the current page when None)."""
+        number = self.page if page is None else page
+        params = {"feed_rig": self.rig, "feed_kind": self.kind, "feed_page": number}
+        return urlencode({k: v for k, v in params.items() if v and v != 1})
 
-def _cascade_source(note: Notification) -> str:
-    parts = []
-    if note.source_rig:
-        parts.append(f"rig {note.source_rig.slug}")
-    if note.source_merge_request_id:
-        parts.append(f"merge request #{note.source_merge_request_id}")
-    if note.source_commits:
-        old, _, new = note.source_commits.partition("..")
-        parts.append(f"{old[:8]}..{new[:8]}" if new else note.source_commits[:17])
-    changes = note.changes or {}
-    if changes.get("landed"):
-        parts.append(f"landed {', '.join(map(str, changes['landed']))}")
-    elif changes.get("paths"):
-        parts.append(f"changed {', '.join(map(str, changes['paths'][:3]))}")
-    return " · ".join(parts) or note.summary
+    @property
+    def active(self) -> bool:
+        return bool(self.rig or self.kind)
 
 
-def convoy_cascades(rig_ids: list[int], since: datetime, limit: int = 60) -> list[CascadeView]:
-    """The notifications the convoy's rigs received since it was created, one chain per
-    cascade, newest first. One query."""
-    notes = list(
-        Notification.objects.filter(rig_id__in=rig_ids, created_at__gte=since)
-        .select_related("rig", "source_rig")
-        .order_by("-created_at", "-id")[:limit]
-    )
-    grouped: dict[str, list[Notification]] = {}
-    for note in notes:
-        grouped.setdefault(str(note.cascade), []).append(note)
-    cascades = []
-    for cascade_id, members in grouped.items():
-        members.sort(key=lambda n: (n.depth, n.created_at, n.id))
-        root = members[0]
-        cascades.append(
-            CascadeView(
-                id=cascade_id, source=_cascade_source(root), when=root.created_at, notes=members
+def _feed_pages(filters: FeedFilters, page) -> list[dict[str, Any]]:
+    """Page links: the first, the last and a window around the current one (None: a gap)."""
+    last = page.paginator.num_pages
+    shown = {1, last, *range(page.number - FEED_PAGE_WINDOW, page.number + FEED_PAGE_WINDOW + 1)}
+    links: list[dict[str, Any]] = []
+    for n in sorted(x for x in shown if 1 <= x <= last):
+        if links and n - links[-1]["n"] > 1:
+            links.append({"n": None})
+        links.append({"n": n, "query": filters.querystring(n), "current": n == page.number})
+    return links if last > 1 else []
+
+
+def convoy_feed(convoy: Convoy, rigs: list[Rig], filters: FeedFilters) -> dict[str, Any]:
+    """The cascade feed of a convoy whose rigs are `rigs` (`cascades.feed.cascade_feed`: a fixed
+    number of queries). A `feed_rig` that is not one of the convoy's rigs is a ValidationError
+    naming the field (a 400, as for the board's filters)."""
+    by_slug = {rig.slug: rig for rig in rigs}
+    rig = None
+    if filters.rig:
+        rig = by_slug.get(filters.rig)
+        if rig is None:
+            known = ", ".join(sorted(by_slug)) or "none yet"
+            raise ValidationError(
+                {"feed_rig": f"no rig '{filters.rig[:63]}' works this convoy (its rigs: {known})."}
             )
-        )
-    return cascades
+    feed = cascade_feed(
+        rig_ids=[r.id for r in rigs],
+        since=convoy.created_at,
+        merge_request_ids=[convoy.landing_merge_request_id or 0],
+        rig_id=rig.id if rig else None,
+        kind=filters.kind,
+        page=filters.page,
+    )
+    page = feed.page
+    current = FeedFilters(filters.rig, filters.kind, page.number)
+    return {
+        "feed": feed,
+        "feed_filters": current,
+        "feed_query": current.querystring(),
+        "feed_pages": _feed_pages(current, page),
+        "feed_prev": current.querystring(page.number - 1) if page.has_previous() else None,
+        "feed_next": current.querystring(page.number + 1) if page.has_next() else None,
+        "feed_rigs": sorted(by_slug),
+        "feed_kinds": Notification.Kind.choices,
+    }
 
 
-def convoy_page(convoy_id: int) -> dict[str, Any]:
-    """Legs with their rigs and merge requests, the wave graph, the cascade feed, spend and
-    running agents. ~9 queries."""
+def convoy_feed_page(convoy_id: int, filters: FeedFilters) -> dict[str, Any]:
+    """The feed alone (the convoy page's live fragment for it): the convoy, its rigs, the feed."""
+    convoy = get_object_or_404(Convoy, pk=convoy_id)
+    rigs = list(Rig.objects.filter(legs__convoy=convoy).distinct().order_by("slug"))
+    return {"convoy": convoy, **convoy_feed(convoy, rigs, filters)}
+
+
+def convoy_page(convoy_id: int, feed: FeedFilters | None = None) -> dict[str, Any]:
+    """Legs with their rigs and merge requests, the wave graph, spend and running agents, and
+    with `feed` the cascade feed (`convoy_feed`, six more queries). ~9 queries."""
     event_id = last_event_id()
     convoy = get_object_or_404(
         Convoy.objects.select_related("repository", "landing_merge_request", "created_by"),
@@ -518,17 +556,20 @@ def convoy_page(convoy_id: int) -> dict[str, Any]:
     rollup = convoy_rollup(convoy)
     legs = list(
         Leg.objects.filter(convoy=convoy)
-        .select_related("rig", "rig__agent", "agent")
+        .select_related("rig", "rig__agent", "rig__repository", "agent", "landed_merge_request")
         .annotate(latest_mr=_latest_merge_request_id())
         .order_by("position", "id")
     )
     merge_requests = MergeRequest.objects.in_bulk([leg.latest_mr for leg in legs if leg.latest_mr])
     info = {item["id"]: item for item in rollup["legs"]}
     blocked = {item["id"]: item["reasons"] for item in rollup["blocked"]}
+    # ahead/behind read from git now, one batch for the page (the last sync's if it cannot be)
+    positions = rig_positions({leg.rig_id: leg.rig for leg in legs if leg.rig}.values())
     rows = []
     for leg in legs:
         leg.convoy = convoy
         mr = merge_requests.get(leg.latest_mr)
+        landed = leg.state == Leg.State.LANDED
         rows.append(
             {
                 "leg": leg,
@@ -538,6 +579,12 @@ def convoy_page(convoy_id: int) -> dict[str, Any]:
                 "depends_on": info[leg.id]["depends_on"],
                 "blocked": blocked.get(leg.id, []),
                 "merge_request": mr,
+                # a landed leg shows where it landed, not counts against a target that moved on
+                "landed": landed,
+                "landed_in": leg.landed_merge_request.merge_commit
+                if landed and leg.landed_merge_request
+                else "",
+                "position": positions.get(leg.rig_id),
                 "heartbeat": age(leg.rig.last_heartbeat_at) if leg.rig else "",
                 "can_merge": bool(
                     leg.rig
@@ -549,6 +596,7 @@ def convoy_page(convoy_id: int) -> dict[str, Any]:
             }
         )
     rig_ids = [leg.rig_id for leg in legs if leg.rig_id]
+    feed_rigs = list({leg.rig_id: leg.rig for leg in legs if leg.rig}.values())
     landing = rollup["landing_merge_request"]
     return {
         "last_event_id": event_id,
@@ -556,7 +604,8 @@ def convoy_page(convoy_id: int) -> dict[str, Any]:
         "rollup": rollup,
         "rows": rows,
         "graph": wave_graph(rollup["legs"], rollup["waves"]),
-        "cascades": convoy_cascades(rig_ids, convoy.created_at),
+        # the cascade feed (the full page; the feed's own live fragment is `convoy_feed_page`)
+        **(convoy_feed(convoy, feed_rigs, feed) if feed is not None else {}),
         "spend": Spend.of(convoy),
         "running": AgentRun.objects.filter(
             convoy=convoy, state__in=AgentRun.PROCESS_STATES
@@ -624,8 +673,11 @@ def run_row(run: AgentRun, now: datetime) -> dict[str, Any]:
 
 def launch_refusal(rig: Rig, leg: Leg | None) -> str:
     """Why the rig's agent cannot be launched now ('' when it can), in `agent_run_request`'s
-    words; an active run is told apart by the page (it shows a Stop button instead)."""
-    refusal = run_services.agent_run_refusal(rig, leg.convoy if leg is not None else None)
+    words (a rig whose work is finished included); an active run is told apart by the page (it
+    shows a Stop button instead)."""
+    finished = rig_finished_work(rig, leg) if leg is None else None
+    convoy = leg.convoy if leg is not None else None
+    refusal = run_services.agent_run_refusal(rig, convoy, finished)
     return refusal.message if refusal is not None else ""
 
 
@@ -698,9 +750,12 @@ def rig_page(rig_id: int) -> dict[str, Any]:
     testing = any(mr.state == MergeRequest.State.TESTING for mr in merge_requests)
     estimate = _gate_estimate(rig.repository) if testing else None
     inbox = list(
-        # unacked first, then the newest
+        # open first, then the newest
         rig.notifications.select_related("source_rig").order_by(
-            F("acked_at").asc(nulls_first=True), "-created_at", "-id"
+            F("resolved_at").asc(nulls_first=True),
+            F("acked_at").asc(nulls_first=True),
+            "-updated_at",
+            "-id",
         )[:50]
     )
     files = list(rig.changed_files or [])
@@ -709,11 +764,17 @@ def rig_page(rig_id: int) -> dict[str, Any]:
         f["add_pct"] = round(100 * f.get("added", 0) / biggest)
         f["del_pct"] = round(100 * f.get("deleted", 0) / biggest)
     leg = rig_current_leg(rig)
+    finished = rig_finished_work(rig, leg)  # its leg landed: no merge, no agent to launch
     active_mr = next((mr for mr in merge_requests if mr.is_active), None)
+    position = rig_position(rig)  # head, ahead and behind from git now, else the last sync's
     return {
         "last_event_id": event_id,
         "rig": rig,
         "leg": leg,
+        "finished": finished,
+        "finished_text": finished.text() if finished else "",
+        "position": position,
+        "dirty_as_of": RigPosition("", 0, 0, rig.last_synced_at, False).as_of,
         "merge_target": merge_target_for_rig(rig) if rig.state in Rig.LIVE_STATES else "",
         "lanes": [
             {"key": key, "label": label, "items": lanes[key]}
@@ -727,7 +788,8 @@ def rig_page(rig_id: int) -> dict[str, Any]:
         "bead_total": len(beads),
         "merge_requests": [merge_request_row(mr, now, estimate) for mr in merge_requests],
         "inbox": inbox,
-        "unacked": sum(1 for n in inbox if n.acked_at is None),
+        "unacked": sum(1 for n in inbox if n.asks_action),
+        "open_notices": sum(1 for n in inbox if n.is_open),
         "files": files,
         "files_added": sum(f.get("added", 0) for f in files),
         "files_deleted": sum(f.get("deleted", 0) for f in files),
@@ -738,7 +800,8 @@ def rig_page(rig_id: int) -> dict[str, Any]:
         or (rig.state == Rig.State.FAILED and rig.progress < 100),
         "can_merge": rig.state in Rig.LIVE_STATES
         and rig.state != Rig.State.MERGING
-        and active_mr is None,
+        and active_mr is None
+        and finished is None,
         "can_retry": rig.state == Rig.State.FAILED,
         "can_teardown": rig.state != Rig.State.ARCHIVED,
         "can_sync": rig.state in Rig.LIVE_STATES,
@@ -752,6 +815,8 @@ RECENT_LIMIT = 50
 
 
 def repositories_page() -> dict[str, Any]:
+    """The repositories with their queues' counts, and where a new one may be added from
+    (GASTOWN_REPOSITORY_ROOTS, shown beside the admins' "Add repository" form)."""
     M = MergeRequest.State
     repos = Repository.objects.annotate(
         queued=Count("merge_requests", filter=Q(merge_requests__state=M.QUEUED)),
@@ -766,7 +831,11 @@ def repositories_page() -> dict[str, Any]:
             ),
         ),
     ).order_by("name")
-    return {"last_event_id": last_event_id(), "repositories": list(repos)}
+    return {
+        "last_event_id": last_event_id(),
+        "repositories": list(repos),
+        "repository_roots": ",".join(str(root) for root in settings.GASTOWN_REPOSITORY_ROOTS),
+    }
 
 
 def merge_queue_page(repository_id: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -32,13 +33,14 @@ from notifications import services as notification_services
 from notifications.models import Notification
 from rigs import services as rig_services
 from rigs.models import Rig
-from rigs.permissions import is_operator, is_viewer
+from rigs.permissions import is_admin, is_operator, is_viewer
 from runner import services as run_services
 from runner.models import AgentRun
 
 S = Convoy.State
 NO_ROLE = "Your account has no role: ask an admin to add you to 'viewer' or 'operator'."
 NOT_OPERATOR = "Only operators may do this."
+NOT_ADMIN = "Only admins may add repositories (a repository carries commands the server runs)."
 
 
 class Refused(Refusal):
@@ -178,13 +180,35 @@ def board_card(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required
 @require_GET
 def convoy_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return _page(request, "board/convoy.html", pages.convoy_page(pk))
+    feed = forms.FeedFilterForm(request.GET)
+    if not feed.is_valid():
+        return _bad_input(request, feed)
+    try:
+        context = pages.convoy_page(pk, feed=feed.filters())
+    except ValidationError as exc:  # a feed_rig that does not work this convoy
+        return _error_page(request, exc, 400)
+    return _page(request, "board/convoy.html", context)
 
 
 @role_required
 @require_GET
 def convoy_live(request: HttpRequest, pk: int) -> HttpResponse:
     return _page(request, "board/_convoy_live.html", pages.convoy_page(pk))
+
+
+@role_required
+@require_GET
+def convoy_feed(request: HttpRequest, pk: int) -> HttpResponse:
+    """The convoy page's cascade feed alone (its filters and page in the query string), for a
+    live refresh or a change of filter."""
+    feed = forms.FeedFilterForm(request.GET)
+    if not feed.is_valid():
+        return _bad_input(request, feed)
+    try:
+        context = pages.convoy_feed_page(pk, feed.filters())
+    except ValidationError as exc:
+        return _error_page(request, exc, 400)
+    return _page(request, "board/_convoy_feed.html", context)
 
 
 @role_required
@@ -199,10 +223,45 @@ def rig_live(request: HttpRequest, pk: int) -> HttpResponse:
     return _page(request, "board/_rig_live.html", pages.rig_page(pk))
 
 
+def _repositories(
+    request: HttpRequest, form: forms.AddRepositoryForm | None = None, status: int = 200
+) -> HttpResponse:
+    """The repositories page; admins also get the "Add repository" form (`form` when posted)."""
+    admin = is_admin(request.user)
+    if admin and form is None:
+        form = forms.AddRepositoryForm(admin=True)
+    context = {**pages.repositories_page(), "nav": "queues", "can_admin": admin, "form": form}
+    return _page(request, "board/repositories.html", context, status=status)
+
+
 @role_required
 @require_GET
 def repository_list(request: HttpRequest) -> HttpResponse:
-    return _page(request, "board/repositories.html", {**pages.repositories_page(), "nav": "queues"})
+    return _repositories(request)
+
+
+@role_required
+@require_POST
+def repository_add(request: HttpRequest) -> HttpResponse:
+    """Register a repository through `repository_register` (the API's service and checks), for
+    admins only: the form sets commands the server runs. Errors are shown beside their field."""
+    if not is_admin(request.user):
+        return _forbidden(request, NOT_ADMIN)
+    form = forms.AddRepositoryForm(request.POST, admin=True)
+    if form.is_valid():
+        try:
+            repository = rig_services.repository_register(**form.register_input())
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(
+                request,
+                f"Repository '{repository.name}' registered at {repository.path} (target "
+                f"{repository.target_branch}). Next: a convoy on it (New convoy), whose legs "
+                "get rigs on it.",
+            )
+            return redirect("board:repositories")
+    return _repositories(request, form, status=400)
 
 
 @role_required
@@ -246,6 +305,59 @@ def convoy_new(request: HttpRequest) -> HttpResponse:
             "nav": "new",
         },
         status=400 if errors or leg_errors else 200,
+    )
+
+
+@role_required
+@require_POST
+def convoy_import(request: HttpRequest) -> HttpResponse:
+    """A convoy from a Markdown plan (uploaded or pasted): created, then its page; an invalid
+    plan shows every error with its line on the New convoy page (400), nothing created."""
+    if not is_operator(request.user):
+        return _forbidden(request, "Only operators may create convoys.")
+    form = forms.PlanImportForm(request.POST, request.FILES)
+    plan_errors: list = []
+    general = ""
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            convoy, beads = services.convoy_import(
+                repository=data["repository"],
+                plan=data["plan"],
+                launch=data["launch"],
+                created_by=request.user,
+            )
+        except services.PlanInvalid as exc:
+            plan_errors = exc.errors
+        except (ValidationError, Refusal) as exc:  # e.g. the launch refused
+            general = error_text(exc)
+        else:
+            done = "imported and launched" if data["launch"] else "imported as a draft"
+            legs = convoy.legs.count()
+            messages.success(
+                request,
+                f"Convoy '{convoy.title}' {done}: {legs} leg{pluralize(legs)}, "
+                f"{len(beads)} bead{pluralize(len(beads))}.",
+            )
+            return redirect("board:convoy-detail", pk=convoy.pk)
+    new = forms.NewConvoyForm()
+    return _page(
+        request,
+        "board/convoy_new.html",
+        {
+            **pages.convoy_new_page(),
+            "form": new.form,
+            "legs": new.legs,
+            "errors": {},
+            "import_form": form,
+            "import_errors": {
+                **{name: " ".join(msgs) for name, msgs in form.errors.items()},
+                **({"plan": general} if general else {}),
+            },
+            "plan_errors": plan_errors,
+            "nav": "new",
+        },
+        status=400,
     )
 
 
@@ -330,11 +442,18 @@ def convoy_landing_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required
 @require_POST
 def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Request a merge through the one service (`rig_merge_request`): its refusals (open work,
+    finished work) are shown as they are; the form's `force` overrides open work."""
     rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
+    form = forms.RigMergeForm(request.POST)
+    force = form.is_valid() and form.cleaned_data["force"]
 
     def action() -> str:
-        mr = services.rig_merge_request(rig=rig, requested_by=request.user.get_username())
-        return f"Merge request #{mr.id} queued: {rig.branch} → {mr.target_branch}."
+        mr = services.rig_merge_request(
+            rig=rig, requested_by=request.user.get_username(), force=force
+        )
+        forced = " (forced over open work)" if mr.forced else ""
+        return f"Merge request #{mr.id} queued{forced}: {rig.branch} → {mr.target_branch}."
 
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 

@@ -2,7 +2,7 @@
 and what to do about it. Policy only: who is told what, given data that `rigs` read (this
 app never runs git and never touches a worktree). It sits above `convoys` (it reads legs and
 creates beads) and sends through `notifications`; `receivers.py` connects it to the rigs'
-domain signals (after `convoys.receivers`), `tasks.py` runs trigger 1 in a worker.
+domain signals (after `convoys.receivers`), `tasks.py` runs triggers 1 and 2 in a worker.
 
 Triggers:
 1. A merge lands (`merge_landed`; `cascade_merge_landed_later` enqueues `cascade_merge_landed`,
@@ -10,8 +10,10 @@ Triggers:
    "interface changed" for watched paths, "dependencies changed" for manifests; plus follow-up
    beads where the conceptual merge belongs (`follow_ups.py`). The landed change is read once
    through `rigs.landing`; an idle rig is rebased by `rigs.operations.rig_rebase_run`.
-2. A rig's branch moves (`branch_updated`; `cascade_overlap`, `overlap.py`): the overlap radar
-   warns both rigs before any merge conflict exists.
+2. A rig's branch moves (`branch_updated`; `cascade_overlap_later` enqueues `cascade_overlap`,
+   `overlap.py`): the overlap radar forecasts, line by line, whether the rig's tip and each
+   other rig's tip that changes the same files would conflict, and tells both sides (one
+   notice per pair, updated in place, resolved when the overlap is gone).
 3. A merge conflicts or its gate fails (`merge_request_state_changed`; `cascade_merge_refused`,
    `refused.py`): the owning rig is told, with files or the log tail.
 
@@ -19,6 +21,6 @@ What a rig watches and owns, and how landed paths are classified: `watch.py`. (T
 only describes the app: Django imports it before any model exists, so callers import from the
 modules, e.g. `from cascades.landed import cascade_merge_landed`.)
 
-Trigger 1 runs in a Celery task after the landing commits; triggers 2 and 3 use what is
-already stored and run inside the transaction that caused them.
+Triggers 1 and 2 read git, so they run in a Celery task after the transaction that caused
+them commits; trigger 3 uses what is already stored and runs inside that transaction.
 """

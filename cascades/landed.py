@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from cascades import tasks
+from cascades import tasks, topics
 from cascades.follow_ups import cascade_follow_ups
+from cascades.selectors import cascade_audience
 from cascades.watch import (
     CODE_SUFFIXES,
     MANIFEST_PATTERNS,
@@ -25,9 +28,10 @@ from cascades.watch import (
     rig_watch_patterns,
 )
 from convoys.models import Leg
-from convoys.selectors import merge_target_for_rig, rigs_current_legs
+from convoys.selectors import merge_target_for_rig
 from notifications.models import Notification
-from notifications.services import notifications_send_many
+from notifications.selectors import notices_open
+from notifications.services import notices_resolve, notifications_send_many
 from rigs import landing, operations
 from rigs.landing import LandedChange
 from rigs.models import MergeRequest, Repository, Rig
@@ -39,49 +43,32 @@ SEV = Notification.Severity
 ANSWERABLE_KINDS = [K.INTERFACE_CHANGED, K.DEPENDENCIES_CHANGED, K.ASSIGNED]
 # Rig states in which nobody is at work in the worktree, so Gas Town may rebase it.
 REBASABLE_STATES = (Rig.State.READY, Rig.State.MERGED)
+TOPIC_BASE, TOPIC_INTERFACE, TOPIC_DEPENDENCIES = topics.BASE, topics.INTERFACE, topics.DEPENDENCIES
+TOPICS = (TOPIC_BASE, TOPIC_INTERFACE, TOPIC_DEPENDENCIES)
+LANDINGS_KEPT = 20  # the ranges a notice lists; older ones live in its revisions
 
 
-def _cascade_of(rigs: list[Rig]) -> tuple[uuid.UUID, int]:
-    """A change made in answer to a notification continues that cascade one level deeper."""
-    answered = (
-        Notification.objects.filter(rig__in=rigs, kind__in=ANSWERABLE_KINDS)
-        .order_by("-created_at", "-id")
+def _cascade_of(rigs: list[Rig], merge_requests: list[MergeRequest]) -> tuple[uuid.UUID, int]:
+    """A change made in answer to a notification continues that cascade one level deeper: the
+    rig was asked to change its code and still had the notice open when it landed (this
+    landing resolved it, see `cascades.answers`)."""
+    landed_at = min((mr.finished_at for mr in merge_requests if mr.finished_at), default=None)
+    answered = Q(state=Notification.State.OPEN)
+    if landed_at is not None:
+        answered |= Q(state=Notification.State.RESOLVED, resolved_at__gte=landed_at)
+    notice = (
+        Notification.objects.filter(answered, rig__in=rigs, kind__in=ANSWERABLE_KINDS)
+        .order_by("-updated_at", "-id")
         .first()
     )
-    if answered is not None and _since_last_landing(answered):
-        return answered.cascade, answered.depth + 1
+    if notice is not None:
+        return notice.cascade, notice.depth + 1
     return uuid.uuid4(), 0
-
-
-def _since_last_landing(notification: Notification) -> bool:
-    """The notification arrived while the rig worked on the change that just landed (after its
-    previous landing, if any)."""
-    previous = (
-        MergeRequest.objects.filter(rig_id=notification.rig_id, state=MergeRequest.State.MERGED)
-        .order_by("-finished_at")
-        .values_list("finished_at", flat=True)[1:2]
-    )
-    last = next(iter(previous), None)
-    return last is None or notification.created_at > last
 
 
 def _describe(sources: list[Rig], target_branch: str) -> str:
     names = ", ".join(sorted({r.slug for r in sources})) or "a branch"
     return f"{names} landed on {target_branch}"
-
-
-def _live_rigs_with_legs(
-    repository: Repository, sources: list[Rig]
-) -> list[tuple[Rig, Leg | None]]:
-    """Every other live rig on the repository with its current leg (two queries in all)."""
-    rigs = list(
-        Rig.objects.filter(repository=repository, state__in=Rig.LIVE_STATES)
-        .exclude(id__in={r.id for r in sources})
-        .select_related("repository")
-        .order_by("id")
-    )
-    legs = rigs_current_legs(r.id for r in rigs)
-    return [(rig, legs.get(rig.id)) for rig in rigs]
 
 
 def _rebase_idle(repository: Repository, rig: Rig, onto: str) -> bool:
@@ -105,85 +92,127 @@ class RigImpact:
     excerpt: str
 
 
+def _clock(value: str | None) -> str:
+    """HH:MM UTC of an ISO time kept in a notice's changes."""
+    return value[11:16] if value and len(value) >= 16 else "?"
+
+
 def _impact_notices(
-    change: LandedChange, what: str, impact: RigImpact, manifests: list[str]
-) -> list[dict[str, Any]]:
-    """The notifications (as `notification_send` arguments) one rig gets for one landing."""
+    change: LandedChange,
+    what: str,
+    impact: RigImpact,
+    manifests: list[str],
+    open_notices: dict[str, Notification],
+    now: str,
+) -> tuple[list[dict[str, Any]], bool]:
+    """The notices (as `notifications_send_many` items, each with its topic) one rig gets for
+    one landing, built on the rig's open notices on the same topics (`open_notices`, by topic)
+    so that each says the state now: one "base" notice with the distance and the conflict
+    forecast, an "interface" and a "dependencies" notice that accumulate what landed since the
+    rig last acted. Also whether the rig's base notice is answered (Gas Town rebased it)."""
     rig, new_tip, target = impact.rig, change.new_tip, change.target_branch
     notices = []
+    base = open_notices.get(TOPIC_BASE)
+    since = (base.changes.get("since") if base else None) or now
+    landings = [*(base.changes.get("landings", []) if base else []), change.range][-LANDINGS_KEPT:]
     if impact.conflicts:
         files = ", ".join(impact.conflicts[:5])
         notices.append(
             {
                 "kind": K.REBASE_NEEDED,
                 "severity": SEV.WARNING,
-                "summary": f"Rebase needed: {what}; it conflicts with your work in {files}",
-                "action": f"Rebase {rig.branch} onto {target} ({new_tip[:12]}) now and resolve the "
-                f"conflicts in {', '.join(impact.conflicts)}.",
+                "topic": TOPIC_BASE,
+                "summary": f"Rebase needed: {target} is {impact.behind} commit(s) ahead of you "
+                f"({what}) and now conflicts with your work in {files}",
+                "action": f"Rebase {rig.branch} onto {target} ({new_tip[:12]}) now and resolve "
+                f"the conflicts in {', '.join(impact.conflicts)}.",
                 "changes": {
                     "conflicts": impact.conflicts,
                     "target_commit": new_tip,
                     "behind": impact.behind,
+                    "since": since,
+                    "landings": landings,
                     "range": change.range,
                 },
             }
         )
-    elif impact.rebased:
+    elif not impact.rebased and impact.behind:
         notices.append(
             {
                 "kind": K.BASE_MOVED,
                 "severity": SEV.INFO,
-                "summary": f"Your base moved ({what}); Gas Town rebased your idle rig onto "
-                f"{new_tip[:12]}",
-                "action": "Nothing to do: your worktree already has the new base.",
-                "changes": {"behind": 0, "rebased_onto": new_tip, "range": change.range},
-            }
-        )
-    else:
-        notices.append(
-            {
-                "kind": K.BASE_MOVED,
-                "severity": SEV.INFO,
-                "summary": f"Your base moved: {what}; you are {impact.behind} commit(s) behind",
-                "action": f"Rebase onto {target} ({new_tip[:12]}) when convenient.",
+                "topic": TOPIC_BASE,
+                "summary": f"Your base moved: {impact.behind} commit(s) behind {target} since "
+                f"{_clock(since)} UTC (latest: {what}); no conflict forecast",
+                "action": f"Nothing urgent: rebase onto {target} ({new_tip[:12]}) when convenient.",
                 "changes": {
+                    "conflicts": [],
                     "behind": impact.behind,
                     "target_commit": new_tip,
+                    "since": since,
+                    "landings": landings,
                     "range": change.range,
                 },
             }
         )
     if impact.watched:
-        symbols = sorted({s for p in impact.watched for s in change.symbols.get(p, [])})
-        named = f" ({', '.join(symbols[:6])})" if symbols else ""
-        notices.append(
-            {
-                "kind": K.INTERFACE_CHANGED,
-                "severity": SEV.WARNING,
-                "summary": f"Interface changed: {', '.join(impact.watched[:5])}{named}",
-                "action": "Update your usage of the changed interface"
-                + (f": {', '.join(symbols)}" if symbols else "")
-                + ".",
-                "changes": {
-                    "files": change.file_stats(impact.watched),
-                    "symbols": {p: change.symbols.get(p, []) for p in impact.watched},
-                    "excerpt": impact.excerpt,
-                    "range": change.range,
-                },
-            }
-        )
+        notices.append(_interface_notice(change, impact, open_notices.get(TOPIC_INTERFACE)))
     if manifests:
+        earlier = open_notices.get(TOPIC_DEPENDENCIES)
+        files = {f["path"]: f for f in (earlier.changes.get("files", []) if earlier else [])}
+        files.update({f["path"]: f for f in change.file_stats(manifests)})
+        ranges = [*(earlier.changes.get("ranges", []) if earlier else []), change.range]
         notices.append(
             {
                 "kind": K.DEPENDENCIES_CHANGED,
                 "severity": SEV.WARNING,
-                "summary": f"Dependencies changed: {', '.join(manifests)}; reinstall",
-                "action": "Rebase, then reinstall dependencies (for example the repository's setup "
-                "command) before running tests.",
-                "changes": {"files": change.file_stats(manifests), "range": change.range},
+                "topic": TOPIC_DEPENDENCIES,
+                "summary": f"Dependencies changed: {', '.join(sorted(files))}; reinstall",
+                "action": "Rebase, then reinstall dependencies (for example the repository's "
+                "setup command) before running tests.",
+                "changes": {
+                    "files": sorted(files.values(), key=lambda f: f["path"]),
+                    "ranges": ranges[-LANDINGS_KEPT:],
+                    "range": change.range,
+                },
             }
         )
-    return notices
+    return notices, impact.rebased
+
+
+def _interface_notice(
+    change: LandedChange, impact: RigImpact, earlier: Notification | None
+) -> dict[str, Any]:
+    """ "Interface changed", with what landed since the rig last acted on it (kept open until
+    its next landing, or until it is acknowledged)."""
+    old = earlier.changes if earlier else {}
+    files = {f["path"]: f for f in old.get("files", [])}
+    files.update({f["path"]: f for f in change.file_stats(impact.watched)})
+    symbols = {p: list(s) for p, s in old.get("symbols", {}).items()}
+    for path in impact.watched:
+        known = symbols.setdefault(path, [])
+        known += [s for s in change.symbols.get(path, []) if s not in known]
+    ranges = [*old.get("ranges", []), change.range][-LANDINGS_KEPT:]
+    names = sorted({s for listed in symbols.values() for s in listed})
+    paths = sorted(files)
+    named = f" ({', '.join(names[:6])})" if names else ""
+    landings = f" in {len(ranges)} landings" if len(ranges) > 1 else ""
+    return {
+        "kind": K.INTERFACE_CHANGED,
+        "severity": SEV.WARNING,
+        "topic": TOPIC_INTERFACE,
+        "summary": f"Interface changed{landings}: {', '.join(paths[:5])}{named}",
+        "action": "Update your usage of the changed interface"
+        + (f": {', '.join(names)}" if names else f" in {', '.join(paths)}")
+        + ", then land it (gt done).",
+        "changes": {
+            "files": [files[p] for p in paths],
+            "symbols": symbols,
+            "excerpt": impact.excerpt or old.get("excerpt", ""),
+            "ranges": ranges,
+            "range": change.range,
+        },
+    }
 
 
 def cascade_merge_landed_later(
@@ -213,7 +242,8 @@ def cascade_merge_landed(
     new_tip: str,
     merge_request_ids: list[int],
 ) -> list[Notification]:
-    """Tell every other live rig on `target_branch` what this landing means for it."""
+    """Tell every rig with work still to do on `target_branch` (`cascade_audience`) what this
+    landing means for it, as the current state of its open notices."""
     repository = Repository.objects.get(pk=repository_id)
     merge_requests = list(
         MergeRequest.objects.filter(id__in=merge_request_ids).select_related("rig")
@@ -225,7 +255,7 @@ def cascade_merge_landed(
         return []
     sources = [mr.rig for mr in merge_requests if mr.rig is not None]
     what = _describe(sources, target_branch)
-    cascade, depth = _cascade_of(sources)
+    cascade, depth = _cascade_of(sources, merge_requests)
     primary = merge_requests[0] if merge_requests else None
     manifests = [p for p in change.paths if path_matches(p, MANIFEST_PATTERNS)]
     code_symbols = {
@@ -234,7 +264,7 @@ def cascade_merge_landed(
         if p.endswith(CODE_SUFFIXES) and not path_matches(p, TEST_PATTERNS)
     }
     # Git reads and rebases first (no transaction open), then all writes in one transaction.
-    rigs = _live_rigs_with_legs(repository, sources)
+    rigs = cascade_audience(repository_id=repository.id, exclude=[r.id for r in sources])
     told = [(rig, leg) for rig, leg in rigs if merge_target_for_rig(rig, leg) == target_branch]
     forecasts = landing.landed_change_forecasts(change, [rig for rig, _ in told])
     watched = {
@@ -264,17 +294,25 @@ def cascade_merge_landed(
         "cascade": cascade,
         "depth": depth,
     }
-    items = [
-        {
-            "rig": impact.rig,
-            "convoy_id": impact.leg.convoy_id if impact.leg else None,
-            **notice,
-            **common,
-        }
-        for impact in impacts
-        for notice in _impact_notices(change, what, impact, manifests)
-    ]
+    now = timezone.now().isoformat()
     with transaction.atomic():
+        # Read under lock what each rig was already told, so two landings at once each add
+        # to the same notice instead of one overwriting the other's.
+        open_notices = notices_open(rig_ids=[i.rig.id for i in impacts], topics=TOPICS, lock=True)
+        items, rebased = [], []
+        for impact in impacts:
+            notices, was_rebased = _impact_notices(
+                change, what, impact, manifests, open_notices.get(impact.rig.id, {}), now
+            )
+            if was_rebased:
+                rebased.append(impact.rig.id)
+            convoy_id = impact.leg.convoy_id if impact.leg else None
+            items += [{"rig": impact.rig, "convoy_id": convoy_id, **n, **common} for n in notices]
         sent = notifications_send_many(items)
+        if rebased:
+            notices_resolve(
+                notifications=Notification.objects.filter(rig_id__in=rebased, topic=TOPIC_BASE),
+                resolution=f"Gas Town rebased the idle rig onto {target_branch} ({new_tip[:12]})",
+            )
         sent.extend(cascade_follow_ups(change, what, code_symbols, common, rigs))
     return sent

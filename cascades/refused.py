@@ -1,8 +1,10 @@
 """Trigger 3, a merge conflicted or its gate failed: the owning rig is told, with the files or
-the log tail, and the fix is queued as a bead. Runs inside the transaction that refused it."""
+the log tail, and the fix is queued as a bead. One open notice per rig (topic `merge`): the
+latest refusal, until a landing answers it. Runs inside the transaction that refused it."""
 
 from django.db import transaction
 
+from cascades import topics
 from convoys.selectors import rig_current_leg
 from convoys.services import bead_create
 from notifications.models import Notification
@@ -48,6 +50,7 @@ def _refused_tell(merge_request: MergeRequest) -> Notification | None:
             rig=rig,
             kind=K.MERGE_CONFLICTED,
             severity=SEV.CRITICAL,
+            topic=topics.MERGE,
             summary=f"Your merge conflicts with {merge_request.target_branch} in {shown}",
             action=f"Rebase {rig.branch} onto {target[:12]}, resolve the conflicts, then gt done "
             f"(tracked as {bead.short_id}).",
@@ -61,6 +64,7 @@ def _refused_tell(merge_request: MergeRequest) -> Notification | None:
             rig=rig,
             kind=K.GATE_FAILED,
             severity=SEV.CRITICAL,
+            topic=topics.MERGE,
             summary=f"Gate failed for merge request {merge_request.id}: {merge_request.reason}",
             action="Read the log tail, fix the failure on your branch, then gt done again.",
             changes={

@@ -1,7 +1,9 @@
-"""Thin Celery tasks for cascades: the one that needs git (a landed merge).
+"""Thin Celery tasks for cascades: the ones that read git (a landed merge, the overlap radar
+after a rig's branch moved).
 
-One way only, as in every app: `cascades.landed` imports this module at the top and enqueues
-with `transaction.on_commit`; the task imports what it calls inside its body."""
+One way only, as in every app: `cascades.landed` and `cascades.overlap` import this module at
+the top and enqueue with `transaction.on_commit`; the task imports what it calls inside its
+body."""
 
 from celery import shared_task
 
@@ -25,3 +27,11 @@ def cascade_merge_landed(
             merge_request_ids=merge_request_ids,
         )
     )
+
+
+@shared_task
+def cascade_overlap(rig_id: int) -> int:
+    """The overlap radar for one rig whose branch moved: idempotent (it reads the tips now)."""
+    from cascades import overlap
+
+    return len(overlap.cascade_overlap(rig_id=rig_id))

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, Q
 
@@ -74,8 +75,44 @@ class LegDependencyInline(admin.TabularInline):
     autocomplete_fields = ["depends_on"]
 
 
+class AcceptanceField(forms.CharField):
+    """A leg's acceptance checklist edited as text: one item a line."""
+
+    widget = forms.Textarea(attrs={"rows": 5})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value) -> list[str]:
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+class LegAdminForm(forms.ModelForm):
+    acceptance = AcceptanceField(
+        required=False, help_text="A checklist: what must be true when the leg is done; one a line."
+    )
+
+    class Meta:
+        model = Leg
+        fields = [
+            "convoy",
+            "key",
+            "title",
+            "description",
+            "acceptance",
+            "rig",
+            "agent",
+            "scope",
+            "watch",
+            "state",
+            "position",
+            "landed_merge_request",
+        ]
+
+
 @admin.register(Leg)
 class LegAdmin(admin.ModelAdmin):
+    form = LegAdminForm
     list_display = ["key", "title", "convoy", "rig", "agent", "state", "updated_at"]
     list_filter = ["state", "convoy"]
     list_select_related = ["convoy", "rig", "rig__repository", "agent"]

@@ -15,9 +15,15 @@ from convoys.models import Leg
 from rigs.models import Rig
 from rigs.permissions import is_viewer
 
-NOTIFICATION_KINDS = ("notification.new", "notification.repeated")
-# What another rig's notification event keeps for an agent (not its summary or action).
-REDACTED_KEEP = ("notification", "rig", "kind", "severity", "cascade", "depth")
+NOTIFICATION_KINDS = (
+    "notification.new",
+    "notification.repeated",
+    "notification.updated",
+    "notification.resolved",
+)
+# What another rig's notification event keeps for an agent (not its summary, action or why it
+# was resolved).
+REDACTED_KEEP = ("notification", "rig", "kind", "severity", "cascade", "depth", "state", "topic")
 
 
 def _agent(user: Any):

@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from convoys.validators import validate_acceptance
 from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
@@ -124,6 +125,12 @@ class Leg(models.Model):
     )
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    acceptance = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_acceptance],
+        help_text="A checklist: what must be true when the leg is done (short items).",
+    )
     rig = models.ForeignKey(
         Rig, on_delete=models.PROTECT, null=True, blank=True, related_name="legs"
     )

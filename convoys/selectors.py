@@ -6,11 +6,12 @@ services that dispatch unblocked work all ask it.
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -22,6 +23,11 @@ PARENT_CHILD = BeadDependency.Type.PARENT_CHILD
 NOT_CLOSED = [s for s in Bead.Status.values if s != Bead.Status.CLOSED]
 # A rig in one of these states will not move its leg forward without help.
 DEAD_RIG_STATES = (Rig.State.FAILED, Rig.State.ARCHIVED)
+# A leg in these states, or in a convoy in these, is finished: its beads cannot be claimed.
+FINISHED_LEG_STATES = (Leg.State.LANDED, Leg.State.CANCELLED)
+ENDED_CONVOY_STATES = (Convoy.State.LANDED, Convoy.State.CANCELLED)
+# The work a leg still holds: a rig asking to land with these is refused unless forced.
+OPEN_WORK_STATUSES = (Bead.Status.OPEN, Bead.Status.IN_PROGRESS)
 
 
 # --- Beads: ready ---------------------------------------------------------------------------
@@ -260,6 +266,110 @@ def rigs_current_legs(rig_ids: Iterable[int], *, dependencies: bool = True) -> d
     return legs
 
 
+def landed_text(merge_request: MergeRequest | None) -> str:
+    """Where a merge request landed: ' in 1a2b3c4d5e6f (merge request #4) on `main`'."""
+    if merge_request is None:
+        return ""
+    commit = merge_request.merge_commit[:12]
+    where = f" on `{merge_request.target_branch}`" if merge_request.target_branch else ""
+    return (f" in {commit}" if commit else "") + f" (merge request #{merge_request.id}){where}"
+
+
+@dataclass(frozen=True)
+class FinishedWork:
+    """Why a rig has nothing left to do: it has no current leg, and its last leg landed (or was
+    cancelled, or its convoy ended); or, for a rig that never had a leg, its branch merged.
+    `merge_request` is what landed it (None when it did not land)."""
+
+    leg: Leg | None
+    merge_request: MergeRequest | None
+
+    @property
+    def landed(self) -> bool:
+        if self.leg is None:
+            return True
+        return self.leg.state == Leg.State.LANDED
+
+    @property
+    def commit(self) -> str:
+        return self.merge_request.merge_commit if self.merge_request is not None else ""
+
+    def text(self) -> str:
+        """One sentence part: "leg `api` landed in 1a2b3c4d5e6f (merge request #4) on `main`"."""
+        leg, landed = self.leg, landed_text(self.merge_request)
+        if leg is None:
+            return f"its branch landed{landed}"
+        convoy = leg.convoy
+        if leg.state == Leg.State.LANDED:
+            return f"leg `{leg.key}` of convoy '{convoy.title}' landed{landed}"
+        if leg.state == Leg.State.CANCELLED:
+            return f"leg `{leg.key}` of convoy '{convoy.title}' was cancelled"
+        return f"leg `{leg.key}`'s convoy '{convoy.title}' is {convoy.state}"
+
+
+def work_finished_message(rig: Rig, finished: FinishedWork) -> str:
+    """Why a finished rig is refused a merge request (`convoys.services`) or an agent run
+    (`runner.services`)."""
+    return (
+        f"rig {rig.slug}'s work is finished: {finished.text()}. There is nothing more to do in it."
+    )
+
+
+def rigs_finished_work(
+    rigs: Iterable[Rig], current: dict[int, Leg] | None = None
+) -> dict[int, FinishedWork]:
+    """The rigs whose work is finished (see `FinishedWork`), by rig id; a rig with a current
+    (open) leg, or one that never had a leg and is not merged, is left out. Pass `current`
+    (`rigs_current_legs`) when it is known. At most three queries, whatever the number of rigs
+    or legs."""
+    rigs = list(rigs)
+    if current is None:
+        current = rigs_current_legs([rig.id for rig in rigs], dependencies=False) if rigs else {}
+    idle = {rig.id: rig for rig in rigs if rig.id not in current}
+    if not idle:
+        return {}
+    newest = Leg.objects.filter(rig_id__in=list(idle)).values("rig_id").annotate(last=Max("id"))
+    last_legs = {
+        leg.rig_id: leg
+        for leg in Leg.objects.filter(id__in=newest.values("last")).select_related(
+            "convoy", "landed_merge_request"
+        )
+    }
+    finished = {
+        rig_id: FinishedWork(leg, leg.landed_merge_request) for rig_id, leg in last_legs.items()
+    }
+    merged = [
+        pk for pk, rig in idle.items() if pk not in last_legs and rig.state == Rig.State.MERGED
+    ]
+    if merged:
+        landed = (
+            MergeRequest.objects.filter(rig_id__in=merged, state=MergeRequest.State.MERGED)
+            .values("rig_id")
+            .annotate(last=Max("id"))
+        )
+        by_rig = {mr.rig_id: mr for mr in MergeRequest.objects.filter(id__in=landed.values("last"))}
+        finished.update({pk: FinishedWork(None, by_rig.get(pk)) for pk in merged})
+    return finished
+
+
+def rig_finished_work(rig: Rig, current: Leg | None | bool = False) -> FinishedWork | None:
+    """`rigs_finished_work` of one rig (None: it has work to do). Pass `current` when the rig's
+    current leg is known (None: it has none)."""
+    legs = None if current is False else ({rig.id: current} if current is not None else {})
+    return rigs_finished_work([rig], legs).get(rig.id)
+
+
+def rig_open_work(rig: Rig, leg: Leg | None) -> QuerySet[Bead]:
+    """The beads that keep `rig` from being done with its current `leg`: open or in progress,
+    on that leg or on the rig with no leg. Most urgent first."""
+    scope = Q(rig=rig, leg__isnull=True)
+    if leg is not None:
+        scope |= Q(leg=leg)
+    return Bead.objects.filter(scope, status__in=OPEN_WORK_STATUSES).order_by(
+        "priority", "created_at", "id"
+    )
+
+
 def merge_target_for_rig(rig: Rig, leg: Leg | None | bool = False) -> str:
     """Where a rig's merge request should land: its current leg's merge target (the convoy's
     integration branch `convoy/<slug>` when it has one), else the repository's target branch.
@@ -395,6 +505,8 @@ def _rollup(
                 "id": leg.id,
                 "key": leg.key,
                 "title": leg.title,
+                "description": leg.description,
+                "acceptance": leg.acceptance,
                 "state": leg.state,
                 "rig": leg.rig_id,
                 "rig_slug": leg.rig.slug if leg.rig else None,

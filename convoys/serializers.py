@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from common.params import id_or_none
 from convoys.models import Bead, BeadDependency, Convoy
+from convoys.validators import ACCEPTANCE_ITEM_MAX, ACCEPTANCE_MAX_ITEMS
 from rigs.serializers import AgentSerializer
 
 MAX_ID = 2**63 - 1
@@ -19,6 +20,7 @@ MAX_ID = 2**63 - 1
 # list that carries them stays small. Titles are limited by their columns (200, beads 300).
 TEXT_MAX = 20_000
 REASON_MAX = 2_000
+PLAN_MAX = 1_000_000  # a Markdown plan; the body limit (1 MiB) comes first
 
 
 def text_field(**kwargs) -> serializers.CharField:
@@ -221,7 +223,13 @@ class DependencyRemoveResultSerializer(serializers.Serializer):
 class LegInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=63, help_text="names the leg inside its convoy")
     title = serializers.CharField(max_length=200)
-    description = text_field()
+    description = text_field(help_text="the leg's brief: what to build, for its agent")
+    acceptance = serializers.ListField(
+        child=serializers.CharField(max_length=ACCEPTANCE_ITEM_MAX),
+        required=False,
+        max_length=ACCEPTANCE_MAX_ITEMS,
+        help_text="a checklist: what must be true when the leg is done (one line each)",
+    )
     rig = id_field(required=False, allow_null=True, help_text="an existing rig")
     agent = serializers.CharField(
         required=False,
@@ -275,6 +283,10 @@ class LegSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.CharField()
     title = serializers.CharField()
+    description = serializers.CharField(help_text="the leg's brief ('' when none)")
+    acceptance = serializers.ListField(
+        child=serializers.CharField(), help_text="the leg's acceptance checklist"
+    )
     state = serializers.CharField()
     rig = serializers.IntegerField(allow_null=True)
     rig_slug = serializers.CharField(allow_null=True)
@@ -377,6 +389,48 @@ class ConvoyDetailSerializer(ConvoySerializer):
         return convoy.rollup["landing_merge_request"]
 
 
+class ConvoyImportSerializer(serializers.Serializer):
+    repository = id_field()
+    plan = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=PLAN_MAX,
+        help_text="the plan's Markdown text (docs/convoys.md, 'Plan format')",
+    )
+    launch = serializers.BooleanField(
+        required=False, default=False, help_text="launch the convoy once created"
+    )
+
+
+class ConvoyImportResultSerializer(ConvoyDetailSerializer):
+    beads = BeadSerializer(many=True, read_only=True, help_text="the beads of the plan's tasks")
+
+    class Meta(ConvoyDetailSerializer.Meta):
+        fields = [*ConvoyDetailSerializer.Meta.fields, "beads"]
+        read_only_fields = fields
+
+
+class PlanErrorSerializer(serializers.Serializer):
+    line = serializers.IntegerField(help_text="1-based line of the plan")
+    field = serializers.CharField(help_text="the input it is about (`legs[1].depends_on`)")
+    message = serializers.CharField()
+
+
+class ConvoyImportErrorDetailSerializer(serializers.Serializer):
+    """The error body, with `errors` for an invalid plan (`invalid_plan`)."""
+
+    code = serializers.CharField(help_text="`invalid_plan`, or another bad input's code")
+    message = serializers.CharField(help_text="for an invalid plan: every error, one a line")
+    field = serializers.CharField(allow_null=True, help_text="`plan` for an invalid plan")
+    errors = PlanErrorSerializer(
+        many=True, required=False, help_text="an invalid plan's every error, by line"
+    )
+
+
+class ConvoyImportErrorSerializer(serializers.Serializer):
+    error = ConvoyImportErrorDetailSerializer()
+
+
 # --- me -------------------------------------------------------------------------------------------
 
 
@@ -392,6 +446,18 @@ class AssignmentSerializer(serializers.Serializer):
     merge_target = serializers.CharField()
 
 
+class WorkFinishedSerializer(serializers.Serializer):
+    landed = serializers.BooleanField(help_text="its leg (or, with no leg, its branch) landed")
+    leg = serializers.IntegerField(allow_null=True)
+    leg_key = serializers.CharField(allow_null=True)
+    leg_state = serializers.CharField(allow_null=True)
+    convoy = serializers.IntegerField(allow_null=True)
+    convoy_state = serializers.CharField(allow_null=True)
+    merge_request = serializers.IntegerField(allow_null=True, help_text="what landed it")
+    merge_commit = serializers.CharField(help_text="where it landed ('' when it did not)")
+    text = serializers.CharField(help_text="one line for people")
+
+
 class MeRigSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     slug = serializers.CharField()
@@ -401,9 +467,22 @@ class MeRigSerializer(serializers.Serializer):
     branch = serializers.CharField()
     worktree_path = serializers.CharField()
     merge_target = serializers.CharField()
-    ahead = serializers.IntegerField()
-    behind = serializers.IntegerField()
-    dirty = serializers.BooleanField()
+    head_commit = serializers.CharField(help_text="the branch tip (read from git now if it can)")
+    ahead = serializers.IntegerField(help_text="commits not on the repository's target branch")
+    behind = serializers.IntegerField(help_text="target commits not on the branch")
+    counts_fresh = serializers.BooleanField(
+        help_text="head, ahead and behind were read from git now; false: the last sync's"
+    )
+    counts_as_of = serializers.CharField(
+        help_text="how old they are: 'read from git just now', 'as of the last sync at HH:MM "
+        "UTC' or 'never synced'"
+    )
+    dirty = serializers.BooleanField(help_text="uncommitted changes, as of the last sync")
+    dirty_as_of = serializers.CharField(help_text="'as of the last sync at …' or 'never synced'")
+    last_synced_at = serializers.DateTimeField(allow_null=True)
+    work_finished = WorkFinishedSerializer(
+        allow_null=True, help_text="set when the rig's work is done: its leg landed or ended"
+    )
     assignment = AssignmentSerializer(allow_null=True)
     unacked_notifications = serializers.IntegerField()
 

@@ -36,8 +36,9 @@ APPEND_SUFFIX = ".append"
 
 CONVOY_TITLE = "Build the authentication system"
 CONVOY_DESCRIPTION = (
-    "The article's convoy: five agents build sign-in for the sample app at once, each in its own "
-    "rig. The API leg changes the token format; the cascade tells the frontend and the tests."
+    "The article's convoy: five agents build sign-in for the sample app, each in its own rig, in "
+    "three waves (api and deploy; then frontend and tests; then docs). The API leg changes the "
+    "token format; the cascade tells the frontend and the tests."
 )
 AGENT_PREFIX = "demo-"
 

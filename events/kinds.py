@@ -25,6 +25,8 @@ NOTIFICATION_PAYLOAD = (
     "cascade",
     "depth",
     "occurrences",
+    "state",
+    "topic",
 )
 
 _KINDS = [
@@ -41,7 +43,9 @@ _KINDS = [
         ("rig", "slug", "from", "to", "ahead", "behind", "files"),
     ),
     EventKind(
-        "merge_request.state", "a merge request moved state", ("merge_request", "from", "to")
+        "merge_request.state",
+        "a merge request moved state (`forced` on creation: asked with force over open work)",
+        ("merge_request", "from", "to", "forced"),
     ),
     EventKind("rig.updated", "a rig's settings were edited", ("rig", "slug", "fields")),
     EventKind(
@@ -96,6 +100,16 @@ _KINDS = [
         "notification.repeated",
         "an unacknowledged notice was repeated",
         NOTIFICATION_PAYLOAD,
+    ),
+    EventKind(
+        "notification.updated",
+        "an open notice was updated in place (its cause changed)",
+        NOTIFICATION_PAYLOAD,
+    ),
+    EventKind(
+        "notification.resolved",
+        "an open notice was resolved by what answered it",
+        ("notification", "rig", "kind", "resolution"),
     ),
     EventKind("notification.acked", "a notification was acknowledged", ("notification",)),
     # agent runs

@@ -63,6 +63,7 @@ urlpatterns = [
     ),
     # convoys
     path("convoys/", convoys_api.ConvoyListView.as_view(), name="convoy-list"),
+    path("convoys/import/", convoys_api.ConvoyImportView.as_view(), name="convoy-import"),
     path("convoys/<int:pk>/", convoys_api.ConvoyDetailView.as_view(), name="convoy-detail"),
     path("convoys/<int:pk>/launch/", convoys_api.ConvoyLaunchView.as_view(), name="convoy-launch"),
     path("convoys/<int:pk>/cancel/", convoys_api.ConvoyCancelView.as_view(), name="convoy-cancel"),

@@ -12,12 +12,14 @@ class NotificationAdmin(admin.ModelAdmin):
         "rig",
         "kind",
         "severity",
+        "state",
+        "topic",
         "depth",
         "occurrences",
-        "acked_at",
+        "updated_at",
         "created_at",
     ]
-    list_filter = ["kind", "severity", ("acked_at", admin.EmptyFieldListFilter)]
+    list_filter = ["state", "kind", "severity"]
     list_select_related = ["rig", "rig__repository"]
     search_fields = ["summary", "action", "rig__slug"]
     readonly_fields = [
@@ -34,6 +36,11 @@ class NotificationAdmin(admin.ModelAdmin):
         "depth",
         "fingerprint",
         "occurrences",
+        "state",
+        "topic",
+        "revisions",
+        "resolution",
+        "resolved_at",
         "acked_at",
         "created_at",
         "updated_at",

@@ -47,7 +47,12 @@ def _since(params) -> datetime | None:
 @extend_schema(
     parameters=[
         OpenApiParameter("rig", OpenApiTypes.INT, description="only this rig's inbox"),
-        OpenApiParameter("unacked", OpenApiTypes.BOOL, description="only unacknowledged"),
+        OpenApiParameter(
+            "unacked",
+            OpenApiTypes.BOOL,
+            description="only open notices (neither acknowledged nor resolved): the inbox",
+        ),
+        OpenApiParameter("state", OpenApiTypes.STR, enum=Notification.State.values),
         OpenApiParameter(
             "since",
             OpenApiTypes.DATETIME,
@@ -71,6 +76,10 @@ def _since(params) -> datetime | None:
 class NotificationListView(generics.ListAPIView):
     """A rig's inbox, newest first. Agents see only their own rigs' notifications.
 
+    A notice with a `topic` is a state: one open notice per rig and cause, updated in place
+    (`revisions` keeps the earlier versions) until it is `resolved` by what answers it or
+    `acknowledged`.
+
     Cheap polling: the answer carries an `ETag` (send it back as `If-None-Match`: 304 when
     nothing changed, one small query) and `X-Since` (send it back as `?since=`: only what
     arrived or changed after it)."""
@@ -90,13 +99,14 @@ class NotificationListView(generics.ListAPIView):
         if rig is not None:
             qs = qs.filter(rig_id=rig)
         if parse_flag(params, "unacked"):
-            qs = qs.filter(acked_at__isnull=True)
+            qs = qs.filter(state=Notification.State.OPEN)
         since = _since(params)
         if since is not None:
             qs = qs.filter(updated_at__gt=since)
         for name, choices in (
             ("kind", Notification.Kind.values),
             ("severity", Notification.Severity.values),
+            ("state", Notification.State.values),
         ):
             value = params.get(name, "").strip()
             if value and value not in choices:
@@ -146,7 +156,7 @@ class NotificationAckView(APIView):
 
 
 class NotificationAckAllView(APIView):
-    """Acknowledge every unacked notification of a rig (agents: of all their rigs by default;
+    """Acknowledge every open notification of a rig (agents: of all their rigs by default;
     operators must name the rig)."""
 
     permission_classes = [RigWrite]

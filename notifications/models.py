@@ -14,7 +14,17 @@ from rigs.models import MergeRequest, Repository, Rig
 
 
 class Notification(models.Model):
-    """One durable, acknowledgeable message to a rig, inside a cascade."""
+    """One durable, acknowledgeable message to a rig, inside a cascade.
+
+    A notice with a `topic` (its cause: "base", "overlap:12", "interface", ...) is a state, not
+    a stream: a rig has at most one open notice per topic, updated in place as things change
+    (the earlier versions kept in `revisions`) and resolved by what answers it (a rebase, a
+    landing, an overlap gone). Without a topic, identical open notices merge (`occurrences`)."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+        ACKNOWLEDGED = "acknowledged"
 
     class Kind(models.TextChoices):
         BASE_MOVED = "base_moved", "base moved"
@@ -52,6 +62,15 @@ class Notification(models.Model):
     depth = models.PositiveSmallIntegerField(default=0)
     fingerprint = models.CharField(max_length=64, help_text="Identical notifications merge.")
     occurrences = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.OPEN)
+    topic = models.CharField(
+        max_length=100, blank=True, help_text="The cause: one open notice per rig and topic."
+    )
+    revisions = models.JSONField(
+        default=list, blank=True, help_text="Earlier versions of an updated notice, oldest first."
+    )
+    resolution = models.CharField(max_length=300, blank=True, help_text="What resolved it.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
     acked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -62,16 +81,32 @@ class Notification(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["rig", "fingerprint"],
-                condition=Q(acked_at__isnull=True),
-                name="notification_unacked_unique",
+                condition=Q(state="open"),
+                name="notification_open_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["open", "resolved", "acknowledged"]),
+                name="notification_state_valid",
             ),
         ]
         indexes = [
-            models.Index(fields=["rig", "acked_at", "created_at"], name="notification_inbox"),
+            models.Index(fields=["rig", "state", "created_at"], name="notification_inbox"),
         ]
 
     def __str__(self) -> str:
         return f"{self.rig}: {self.summary}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == self.State.OPEN
+
+    @property
+    def asks_action(self) -> bool:
+        """Counted on cards and rig pages: an open notice that asks for an action now."""
+        return self.is_open and self.severity in ACTION_SEVERITIES
+
+
+ACTION_SEVERITIES = (Notification.Severity.WARNING, Notification.Severity.CRITICAL)
 
 
 def webhook_secret_new() -> str:

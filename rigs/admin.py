@@ -372,10 +372,11 @@ class MergeRequestAdmin(ServiceModelAdmin):
         "priority",
         "source_short",
         "merge_short",
+        "forced",
         "created_at",
         "finished_at",
     ]
-    list_filter = ["state", "repository", "target_branch"]
+    list_filter = ["state", "forced", "repository", "target_branch"]
     list_select_related = ["rig", "rig__repository", "repository"]
     search_fields = ["rig__slug", "source_commit", "merge_commit"]
     readonly_fields = [
@@ -398,6 +399,7 @@ class MergeRequestAdmin(ServiceModelAdmin):
         "attempts",
         "reason",
         "requested_by",
+        "forced",
         "created_at",
         "started_at",
         "finished_at",

@@ -289,6 +289,11 @@ class MergeRequest(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     reason = models.TextField(blank=True, help_text="Why it ended the way it did.")
     requested_by = models.CharField(max_length=150, blank=True)
+    forced = models.BooleanField(
+        default=False,
+        help_text="Asked with force (`gt done --force`): queued without the open-work check "
+        "(open beads, uncommitted changes).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

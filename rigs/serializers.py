@@ -142,6 +142,7 @@ class MergeRequestSerializer(serializers.ModelSerializer):
             "attempts",
             "reason",
             "requested_by",
+            "forced",
             "created_at",
             "started_at",
             "finished_at",
@@ -153,6 +154,12 @@ class MergeRequestSerializer(serializers.ModelSerializer):
 class MergeRequestCreateSerializer(serializers.Serializer):
     priority = serializers.IntegerField(
         required=False, default=2, min_value=0, max_value=4, help_text="0 is most urgent."
+    )
+    force = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Queue it although the rig's leg has open or in-progress beads or its worktree "
+        "has uncommitted changes (else 409 `open_work`); recorded as `forced`.",
     )
 
 

@@ -74,7 +74,8 @@ class AgentRunDetailView(RunObjectMixin, APIView):
 class RigRunLaunchView(RigActionView):
     """`POST rigs/{id}/runs/`: launch the rig's agent (its runtime command) in the rig's
     worktree. Queued until the rig is ready and a slot is free; 409 when the rig already has an
-    active run or its convoy's budget is spent."""
+    active run, its work is finished (`work_finished`: its leg landed) or its convoy's budget is
+    spent."""
 
     @extend_schema(request=RunLaunchSerializer, responses={202: AgentRunSerializer})
     def post(self, request: Request, pk: int) -> Response:

@@ -18,7 +18,12 @@ from django.utils import timezone
 from common.errors import Refusal
 from common.statemachine import IllegalTransition, transition
 from convoys.models import Convoy, Leg
-from convoys.selectors import rig_current_leg
+from convoys.selectors import (
+    FinishedWork,
+    rig_current_leg,
+    rig_finished_work,
+    work_finished_message,
+)
 from events.services import event_append
 from notifications.models import Notification
 from notifications.services import notification_send
@@ -92,10 +97,12 @@ class LaunchRefusal:
         return ValidationError({self.field: self.message})
 
 
-def agent_run_refusal(rig: Rig, convoy: Convoy | None) -> LaunchRefusal | None:
+def agent_run_refusal(
+    rig: Rig, convoy: Convoy | None, finished: FinishedWork | None = None
+) -> LaunchRefusal | None:
     """Why the rig's agent cannot be launched now (None: it can), an active run aside. The one
     rule behind `agent_run_request` and the board's Launch button; ``convoy`` is the rig's
-    current leg's."""
+    current leg's, ``finished`` the rig's finished work (`rig_finished_work`: its leg landed)."""
     agent = rig.agent
     if agent is None:
         return LaunchRefusal(f"rig {rig.slug} has no agent to run.", field="rig")
@@ -109,6 +116,8 @@ def agent_run_refusal(rig: Rig, convoy: Convoy | None) -> LaunchRefusal | None:
         )
     if rig.state in (Rig.State.FAILED, Rig.State.ARCHIVED):
         return LaunchRefusal(f"rig {rig.slug} is {rig.state}.", code="rig_not_runnable")
+    if finished is not None:
+        return LaunchRefusal(work_finished_message(rig, finished), code="work_finished")
     if convoy is not None and convoy.budget_reached:
         return LaunchRefusal(convoy_budget_message(convoy) + ".", code="budget_reached")
     return None
@@ -126,12 +135,15 @@ def agent_run_request(
     not_before=None,
 ) -> AgentRun:
     """Queue a run of the rig's agent. Refused (ValidationError) when there is nothing to run,
-    (RunConflict) when the rig already has an active run or its convoy's budget is spent."""
-    leg = leg or rig_current_leg(rig)
+    (RunConflict) when the rig already has an active run, its work is finished (its leg
+    landed) or its convoy's budget is spent."""
+    current = rig_current_leg(rig)
+    leg = leg or current
+    finished = rig_finished_work(rig, None) if current is None else None
     convoy = Convoy.objects.get(pk=leg.convoy_id) if leg is not None else None  # fresh spend
-    if (refusal := agent_run_refusal(rig, convoy)) is not None:
+    if (refusal := agent_run_refusal(rig, convoy, finished)) is not None:
         raise refusal.error()
-    agent, command = rig.agent, agent_runtime_command(rig.agent)
+    agent, command = rig.agent, agent_runtime_command(rig.agent, rig.repository)
     active = AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).first()
     if active is not None:
         raise RunConflict(
@@ -194,14 +206,37 @@ def agent_run_mark_running(*, run: AgentRun, pid: int) -> AgentRun:
 
 
 @transaction.atomic
-def agent_run_exited(*, run: AgentRun, exit_code: int | None, reason: str = "") -> AgentRun:
+def agent_run_exited(
+    *,
+    run: AgentRun,
+    exit_code: int | None,
+    reason: str = "",
+    start_failure: str = "",
+    seconds: float | None = None,
+    log_tail: list[str] | None = None,
+) -> AgentRun:
     """The run's process ended (or was found gone). Idempotent: a run that already ended is
-    returned unchanged. A failure is restarted with backoff or escalated."""
+    returned unchanged. A failure is restarted with backoff or escalated; a failure at start
+    (``start_failure``: the CLI's own error, runner.startup) is escalated at once with the last
+    lines of its log (``log_tail``), since another attempt would fail the same way."""
     run = AgentRun.objects.select_for_update().select_related("agent", "rig").get(pk=run.pk)
     if run.state not in AgentRun.PROCESS_STATES:
         return run
     now = timezone.now()
     described = exit_description(exit_code)
+    if run.stop_requested_at is None and start_failure:
+        after = f" after {seconds:.0f} s" if seconds is not None else ""
+        why = f"failed at start ({described}{after}): {start_failure}"
+        agent_run_transition(
+            run=run, to=State.FAILED, reason=why, exit_code=exit_code, finished_at=now
+        )
+        agent_run_escalate(
+            run=run,
+            why=f"its CLI failed at start, not restarted: {start_failure}",
+            log_tail=log_tail or [],
+        )
+        transaction.on_commit(dispatch_soon)
+        return run
     if run.stop_requested_at is not None:
         to, why = State.STOPPED, f"{run.kill_reason or 'stopped'} ({described})"
     elif exit_code == 0 and not run.kill_reason:
@@ -237,11 +272,13 @@ def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None
     """Launch the run again after ``backoff`` seconds (the same restart chain: at most
     GASTOWN_RUN_MAX_RESTARTS), or escalate when the restarts are used up (``used_up`` says
     how) or a new launch is refused (e.g. the convoy's budget is spent)."""
+    rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
+    if rig_finished_work(rig) is not None:
+        return  # its leg landed (or ended) meanwhile: nothing to go on with, no one to ask
     limit = settings.GASTOWN_RUN_MAX_RESTARTS
     if run.attempt > limit:
         agent_run_escalate(run=run, why=used_up)
         return
-    rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
     try:
         agent_run_request(
             rig=rig,
@@ -282,21 +319,35 @@ def agent_run_launch_for_leg(
 
 
 @transaction.atomic
-def agent_run_escalate(*, run: AgentRun, why: str) -> AgentRun:
+def agent_run_escalate(*, run: AgentRun, why: str, log_tail: list[str] | None = None) -> AgentRun:
     """Tell the people watching: a critical notification on the rig (it reaches the convoy's
-    page, the board and the repository's webhooks) and a `run.escalated` event."""
+    page, the board and the repository's webhooks) and a `run.escalated` event. ``log_tail``:
+    the last lines of the run's output, shown with the notice."""
     AgentRun.objects.filter(pk=run.pk).update(escalated_at=timezone.now())
-    summary = (
-        f"Agent {run.agent.name} needs a person in rig {run.rig.slug}: {why}; last run {run.id} "
-        f"{run.reason}"
-    )
+    if log_tail:
+        summary = f"Agent {run.agent.name} needs a person in rig {run.rig.slug}: {why}"
+        action = (
+            f"The last lines of run {run.id}'s log:\n"
+            + "\n".join(log_tail)
+            + "\nFix the cause (an API key or login in the rig's home, the network, the "
+            "command), then launch the agent again."
+        )
+    else:
+        summary = (
+            f"Agent {run.agent.name} needs a person in rig {run.rig.slug}: {why}; last run "
+            f"{run.id} {run.reason}"
+        )
+        action = "Read the run's log on the rig page, fix the cause, then launch the agent again."
+    changes = {"run": run.id, "attempt": run.attempt, "exit_code": run.exit_code}
+    if log_tail:
+        changes["log_tail"] = log_tail
     notification_send(
         rig=run.rig,
         kind=Notification.Kind.ESCALATION,
         severity=Notification.Severity.CRITICAL,
         summary=summary,
-        action="Read the run's log on the rig page, fix the cause, then launch the agent again.",
-        changes={"run": run.id, "attempt": run.attempt, "exit_code": run.exit_code},
+        action=action,
+        changes=changes,
         convoy_id=run.convoy_id,
     )
     run_event(run, "run.escalated", {"agent": run.agent.name, "reason": why})

@@ -31,7 +31,9 @@ def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
     idle = set(rig_ids) - set(busy.values_list("rig_id", flat=True))
     legs = {rig_id: leg for rig_id, leg in rigs_current_legs(idle).items() if leg_needs_agent(leg)}
     pending = (
-        Notification.objects.filter(rig_id__in=legs, acked_at__isnull=True, kind__in=WAKE_KINDS)
+        Notification.objects.filter(
+            rig_id__in=legs, state=Notification.State.OPEN, kind__in=WAKE_KINDS
+        )
         .order_by("rig_id", "-id")
         .values_list("rig_id", "summary")
     )

@@ -72,12 +72,15 @@ def test_convoy_budget_non_negative():
     refused(lambda: factories.convoy(budget_usd=-1))
 
 
-def test_unacked_notifications_merge_by_fingerprint():
+def test_open_notifications_merge_by_fingerprint():
     rig = factories.rig()
     n = factories.notification(rig=rig, fingerprint="same")
     refused(lambda: factories.notification(rig=rig, fingerprint="same"))
-    Notification.objects.filter(pk=n.pk).update(acked_at="2026-01-01T00:00Z")
-    factories.notification(rig=rig, fingerprint="same")  # acked one no longer blocks
+    Notification.objects.filter(pk=n.pk).update(state="acknowledged")
+    m = factories.notification(rig=rig, fingerprint="same")  # a closed one no longer blocks
+    Notification.objects.filter(pk=m.pk).update(state="resolved")
+    factories.notification(rig=rig, fingerprint="same")
+    refused(lambda: factories.notification(rig=rig, state="forgotten"))
 
 
 def test_events_are_append_only():

@@ -19,6 +19,7 @@ from convoys.api.beads import (
 from convoys.api.convoys import (
     ConvoyCancelView,
     ConvoyDetailView,
+    ConvoyImportView,
     ConvoyLaunchView,
     ConvoyListView,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "BeadListView",
     "ConvoyCancelView",
     "ConvoyDetailView",
+    "ConvoyImportView",
     "ConvoyLaunchView",
     "ConvoyListView",
     "MeView",

@@ -1,7 +1,8 @@
-"""Convoys: list (each with its legs and progress), create, detail, launch, cancel."""
+"""Convoys: list (each with its legs and progress), create, import a plan, detail, launch,
+cancel."""
 
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +16,9 @@ from convoys.serializers import (
     ConvoyCancelSerializer,
     ConvoyCreateSerializer,
     ConvoyDetailSerializer,
+    ConvoyImportErrorSerializer,
+    ConvoyImportResultSerializer,
+    ConvoyImportSerializer,
     ConvoySerializer,
 )
 from rigs.api import IdFilter
@@ -61,6 +65,48 @@ class ConvoyListView(generics.ListCreateAPIView):
         data["slug"] = data["slug"] or None
         convoy = services.convoy_create(**data, created_by=request.user)
         return Response(_detail(convoy), status=status.HTTP_201_CREATED)
+
+
+class ConvoyImportView(APIView):
+    """A draft convoy from a Markdown plan (docs/convoys.md, "Plan format"): its legs, their
+    briefs and acceptance checklists, and each `- [ ]` task as a bead in the leg's rig;
+    launched too with `launch`. An invalid plan is one 400 listing every error with its line
+    (`error.errors`), and nothing is created."""
+
+    permission_classes = [ReadOrOperator]
+
+    @extend_schema(
+        request=ConvoyImportSerializer,
+        responses={
+            201: ConvoyImportResultSerializer,
+            400: OpenApiResponse(
+                ConvoyImportErrorSerializer,
+                description="Bad input; an invalid plan (`invalid_plan`) lists every error "
+                "with its line in `error.errors`.",
+            ),
+            413: OpenApiResponse(
+                ConvoyImportErrorSerializer,
+                description="The body (the plan) is larger than GASTOWN_MAX_BODY_BYTES.",
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = body(ConvoyImportSerializer, request)
+        repository = get_object(
+            Repository.objects.all(), "repository", data["repository"], "repository"
+        )
+        try:
+            convoy, beads = services.convoy_import(
+                repository=repository,
+                plan=data["plan"],
+                launch=data["launch"],
+                created_by=request.user,
+            )
+        except services.PlanInvalid as exc:
+            return Response(exc.as_body(), status=exc.status)
+        convoy.rollup = convoy_rollup(convoy)
+        convoy.beads = beads
+        return Response(ConvoyImportResultSerializer(convoy).data, status=status.HTTP_201_CREATED)
 
 
 class ConvoyDetailView(APIView):

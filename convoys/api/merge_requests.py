@@ -17,7 +17,9 @@ from rigs.serializers import MergeRequestCreateSerializer, MergeRequestSerialize
 class RigMergeRequestView(APIView):
     """Ask to land the rig's branch tip on its merge target (its leg's convoy integration
     branch, else the repository's target). A queued request for the same branch is superseded;
-    one being checked or gated answers 409."""
+    one being checked or gated answers 409. Refused with 409 `open_work` while the rig's leg has
+    open or in-progress beads or its worktree has uncommitted changes (`force: true` overrides,
+    recorded as `forced`), and with 409 `work_finished` once its leg has landed."""
 
     permission_classes = [RigWrite]
 
@@ -27,6 +29,6 @@ class RigMergeRequestView(APIView):
         self.check_object_permissions(request, rig)
         data = body(MergeRequestCreateSerializer, request)
         merge_request = services.rig_merge_request(
-            rig=rig, priority=data["priority"], requested_by=str(request.user)
+            rig=rig, priority=data["priority"], requested_by=str(request.user), force=data["force"]
         )
         return Response(MergeRequestSerializer(merge_request).data, status=status.HTTP_201_CREATED)

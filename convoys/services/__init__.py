@@ -6,11 +6,13 @@ in the same transaction. The package re-exports every public service, so callers
 
 - `convoys.services.convoys`: convoy_create, convoy_launch, convoy_leg_add, convoy_cancel,
   convoy_refresh_state, convoy_landing_merged, convoy_landing_retry, leg_land, leg_follow_rig,
-  convoy_transition, leg_transition.
-- `convoys.services.beads`: bead_create, bead_edit, bead_claim (ClaimConflict), bead_close,
-  bead_reopen, bead_transition, bead_update.
+  convoy_transition, leg_transition, rig_merge_request (OpenWork, WorkFinished).
+- `convoys.services.beads`: bead_create, bead_edit, bead_claim (ClaimConflict,
+  BeadWorkFinished), bead_close, bead_reopen, bead_transition, bead_update.
 - `convoys.services.bead_graph`: bead_dependency_add (DependencyCycle), bead_dependency_remove,
   bead_dependency_path.
+- `convoys.services.plans`: convoy_import (PlanInvalid), plan_check: a convoy from a Markdown
+  plan (`convoys.plan_import`).
 - `convoys.services.follow`: what the receivers of the rigs' signals call:
   convoys_follow_rig_state, convoys_follow_merge_request, convoys_follow_merge_landed.
 
@@ -25,6 +27,7 @@ from convoys.services.bead_graph import (
     bead_dependency_remove,
 )
 from convoys.services.beads import (
+    BeadWorkFinished,
     ClaimConflict,
     bead_claim,
     bead_close,
@@ -35,6 +38,8 @@ from convoys.services.beads import (
     bead_update,
 )
 from convoys.services.convoys import (
+    OpenWork,
+    WorkFinished,
     convoy_cancel,
     convoy_create,
     convoy_landing_merged,
@@ -53,10 +58,15 @@ from convoys.services.follow import (
     convoys_follow_merge_request,
     convoys_follow_rig_state,
 )
+from convoys.services.plans import PlanInvalid, convoy_import, plan_check
 
 __all__ = [
+    "BeadWorkFinished",
     "ClaimConflict",
     "DependencyCycle",
+    "OpenWork",
+    "PlanInvalid",
+    "WorkFinished",
     "bead_claim",
     "bead_close",
     "bead_create",
@@ -69,6 +79,7 @@ __all__ = [
     "bead_update",
     "convoy_cancel",
     "convoy_create",
+    "convoy_import",
     "convoy_landing_merged",
     "convoy_landing_retry",
     "convoy_launch",
@@ -81,5 +92,6 @@ __all__ = [
     "leg_follow_rig",
     "leg_land",
     "leg_transition",
+    "plan_check",
     "rig_merge_request",
 ]

@@ -8,14 +8,21 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from common.errors import Refusal
 from common.statemachine import transition
 from convoys.beads import bead_short_id_new
 from convoys.models import Bead, Convoy, Leg
-from convoys.selectors import bead_explain, beads_ready
+from convoys.selectors import (
+    ENDED_CONVOY_STATES,
+    FINISHED_LEG_STATES,
+    FinishedWork,
+    bead_explain,
+    beads_ready,
+    rig_current_leg,
+)
 from convoys.services.bead_graph import (
     _downstream,
     _with_unblocking,
@@ -35,6 +42,33 @@ class ClaimConflict(Refusal):
             super().__init__(message, code="not_ready", field="status")
         self.bead = bead
         self.holder = holder
+
+
+class BeadWorkFinished(Refusal):
+    """The bead's leg has landed (or was cancelled), or its convoy has ended: its work is
+    finished, so it cannot be claimed."""
+
+    code = "work_finished"
+    field = "leg"
+
+
+def _finished_legs() -> QuerySet[Leg]:
+    """The legs whose work is finished: landed, cancelled, or in an ended convoy."""
+    return Leg.objects.filter(
+        Q(state__in=FINISHED_LEG_STATES) | Q(convoy__state__in=ENDED_CONVOY_STATES)
+    )
+
+
+def _finished_text(bead: Bead) -> str:
+    """Why the bead's work is finished ('' when it is not), for a lost claim."""
+    leg = bead.leg
+    if leg is not None and (
+        leg.state in FINISHED_LEG_STATES or leg.convoy.state in ENDED_CONVOY_STATES
+    ):
+        return FinishedWork(leg, leg.landed_merge_request).text()
+    if bead.convoy is not None and bead.convoy.state in ENDED_CONVOY_STATES:
+        return f"its convoy '{bead.convoy.title}' is {bead.convoy.state}"
+    return ""
 
 
 @transaction.atomic
@@ -58,8 +92,12 @@ def bead_create(
 ) -> Bead:
     """A new open bead in a rig, on a leg (in its rig, or the convoy's pool before launch), or
     waiting in a convoy's or a repository's pool (no rig). With the edges it comes with, in the
-    same transaction: the `blocks` beads depend on it; it was `discovered_from` that bead."""
+    same transaction: the `blocks` beads depend on it; it was `discovered_from` that bead. A
+    bead made in a rig with no leg given belongs to the rig's current leg (if it has one), so
+    that the leg's open work and its end are the bead's too."""
     errors: dict[str, str] = {}
+    if leg is None and rig is not None and convoy is None:
+        leg = rig_current_leg(rig)
     if leg is not None:
         if rig is not None and leg.rig_id and rig.pk != leg.rig_id:
             errors["rig"] = f"leg {leg.key} belongs to another rig."
@@ -227,10 +265,12 @@ def _claim_rig(bead: Bead, agent: Agent) -> tuple[Rig | None, Leg | None]:
 def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
     """Make `agent` the bead's assignee and start it (open → in_progress).
 
-    One conditional UPDATE (open, unassigned or assigned to this agent, and ready) checked by
-    row count: of N agents claiming at once exactly one wins; the others get ClaimConflict
-    naming the holder. Claiming a bead you already hold is a no-op. A pool bead moves into the
-    agent's live rig on that repository when it has one.
+    One conditional UPDATE (open, unassigned or assigned to this agent, ready, and not of a
+    finished leg or an ended convoy) checked by row count: of N agents claiming at once exactly
+    one wins; the others get ClaimConflict naming the holder. A bead whose leg landed (or was
+    cancelled) or whose convoy ended is refused with BeadWorkFinished (409 `work_finished`).
+    Claiming a bead you already hold is a no-op. A pool bead moves into the agent's live rig on
+    that repository when it has one.
     """
     if not agent.is_active:
         raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
@@ -247,6 +287,13 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
     won = (
         Bead.objects.filter(pk=bead.pk, status=Bead.Status.OPEN)
         .filter(Q(assignee__isnull=True) | Q(assignee=agent))
+        # the work of a landed or cancelled leg, or of an ended convoy, is finished. Subqueries,
+        # not joins: a join would move the whole condition into a subquery of the UPDATE, and
+        # the row's own conditions (status, assignee) must stay on the row that is updated.
+        .exclude(Exists(_finished_legs().filter(pk=OuterRef("leg_id"))))
+        .exclude(
+            Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
+        )
         .filter(pk__in=beads_ready(ids=[bead.pk], now=now).values("pk"))
         .update(**values)
     )
@@ -255,6 +302,10 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
         holder = bead.assignee
         if holder == agent and bead.status == Bead.Status.IN_PROGRESS:
             return bead  # already yours
+        if finished := _finished_text(bead):
+            raise BeadWorkFinished(
+                f"{bead.short_id} cannot be claimed: {finished}. Its work is finished."
+            )
         if holder is not None and holder != agent:
             raise ClaimConflict(
                 f"{bead.short_id} is already claimed by {holder.name}.", bead=bead, holder=holder

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from common.errors import Refusal
 from common.statemachine import IllegalTransition, transition
 from convoys.models import Bead, Convoy, Leg, LegDependency
 from convoys.selectors import (
@@ -23,6 +24,10 @@ from convoys.selectors import (
     convoy_rollup,
     leg_merge_target,
     merge_target_for_rig,
+    rig_current_leg,
+    rig_finished_work,
+    rig_open_work,
+    work_finished_message,
 )
 from convoys.services.legs_input import (
     busy_legs,
@@ -36,6 +41,7 @@ from notifications.models import Notification
 from notifications.services import notification_send
 from rigs import services as rig_services
 from rigs.models import MergeRequest, Repository, Rig
+from rigs.selectors import RigDirty, rig_dirty
 from rigs.validators import validate_branch_name, validate_slug
 
 Kind = Notification.Kind
@@ -296,6 +302,7 @@ def _leg_dispatch(convoy: Convoy, leg: Leg, landed_deps: list[Leg]) -> None:
             f"({', '.join(d.key for d in landed_deps)} landed).",
             action=f"Start leg {leg.key}: {leg.title}. Merge into {target} when done.{sync}",
             changes=changes,
+            topic=f"leg:{leg.id}",
             convoy_id=convoy.id,
         )
     else:
@@ -306,6 +313,7 @@ def _leg_dispatch(convoy: Convoy, leg: Leg, landed_deps: list[Leg]) -> None:
             summary=f"Leg {leg.key} of convoy '{convoy.title}' is yours: {leg.title}",
             action=f"Start leg {leg.key}. Merge into {target} when done.",
             changes=changes,
+            topic=f"leg:{leg.id}",
             convoy_id=convoy.id,
         )
 
@@ -448,15 +456,79 @@ def leg_follow_rig(*, leg: Leg, rig_state: str) -> Leg:
     return leg
 
 
-@transaction.atomic
-def rig_merge_request(*, rig: Rig, requested_by: str = "", priority: int = 2) -> MergeRequest:
-    """Queue a rig's branch to land where its work belongs: its convoy's integration branch, or
-    the repository's target. The one place API, CLI, admin and board ask to merge a rig."""
-    return rig_services.merge_request_create(
-        repository=rig.repository,
-        source_branch=rig.branch,
-        target_branch=merge_target_for_rig(rig),
-        rig=rig,
-        priority=priority,
-        requested_by=requested_by[:150],
+class OpenWork(Refusal):
+    """A rig asked to land while its leg still holds work: open or in-progress beads, or
+    uncommitted changes in its worktree. `force` overrides it."""
+
+    code = "open_work"
+    field = "force"
+
+
+class WorkFinished(Refusal):
+    """The rig's work is finished (its leg landed, or was cancelled with its convoy): there is
+    nothing more to land from it, nor an agent to launch in it."""
+
+    code = "work_finished"
+    field = "rig"
+
+
+OPEN_WORK_LISTED = 5  # beads named in an `open_work` refusal; the rest are counted
+
+
+def _open_work_message(rig: Rig, leg: Leg | None, beads: list[Bead], total: int, dirty: RigDirty):
+    parts = []
+    if beads:
+        where = f"leg `{leg.key}`" if leg is not None else f"rig {rig.slug}"
+        listed = "; ".join(
+            f'{b.short_id} "{b.title[:80]}" ({b.status.replace("_", " ")})' for b in beads
+        )
+        more = f" and {total - len(beads)} more" if total > len(beads) else ""
+        parts.append(f"{total} open or in-progress bead(s) on {where}: {listed}{more}")
+    tree = "has uncommitted changes" if dirty.dirty else "is clean"
+    parts.append(f"its worktree {tree} ({dirty.as_of})")
+    todo = []
+    if beads:
+        todo.append("close the beads (`gt close ID`)")
+    if dirty.dirty:
+        todo.append("commit your changes")
+    todo_text = " and ".join(todo)
+    return (
+        f"rig {rig.slug} still has work to do: {'; '.join(parts)}. "
+        f"{todo_text[0].upper()}{todo_text[1:]}, then ask again; or ask with force "
+        "(`gt done --force`, `force: true`) to land it as it is."
     )
+
+
+def rig_merge_request(
+    *, rig: Rig, requested_by: str = "", priority: int = 2, force: bool = False
+) -> MergeRequest:
+    """Queue a rig's branch to land where its work belongs: its convoy's integration branch, or
+    the repository's target. The one place API, CLI, admin and board ask to merge a rig.
+
+    Refused (409) when the rig's work is finished (`work_finished`: its leg landed or ended),
+    and while its current leg has open or in-progress beads or its worktree has uncommitted
+    changes (`open_work`, naming the beads and saying whether the tree is dirty) unless
+    `force`, which is recorded on the merge request. Dirty is read from the worktree now, before
+    the transaction (no git inside one), else the last sync's value."""
+    dirty = rig_dirty(rig) if not force and rig.state in Rig.LIVE_STATES else None
+    with transaction.atomic():
+        leg = rig_current_leg(rig)
+        if rig.state in Rig.LIVE_STATES:
+            finished = rig_finished_work(rig, leg)
+            if finished is not None:
+                raise WorkFinished(work_finished_message(rig, finished))
+            if dirty is not None:
+                open_beads = rig_open_work(rig, leg)
+                beads = list(open_beads[:OPEN_WORK_LISTED])
+                total = len(beads) if len(beads) < OPEN_WORK_LISTED else open_beads.count()
+                if beads or dirty.dirty:
+                    raise OpenWork(_open_work_message(rig, leg, beads, total, dirty))
+        return rig_services.merge_request_create(
+            repository=rig.repository,
+            source_branch=rig.branch,
+            target_branch=merge_target_for_rig(rig, leg),
+            rig=rig,
+            priority=priority,
+            requested_by=requested_by[:150],
+            forced=force,
+        )

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from common.params import id_or_none
 from convoys.models import Convoy, Leg, LegDependency
 from convoys.selectors import DEAD_RIG_STATES
+from convoys.validators import validate_acceptance
 from events.services import event_append
 from rigs.models import Agent, Repository, Rig
 from rigs.validators import validate_globs, validate_slug
@@ -22,6 +23,7 @@ class LegSpec:
     key: str
     title: str
     description: str = ""
+    acceptance: list[str] = field(default_factory=list)
     rig: Rig | None = None
     agent: Agent | None = None
     scope: list[str] = field(default_factory=list)
@@ -103,6 +105,7 @@ def legs_validate(
         "key",
         "title",
         "description",
+        "acceptance",
         "rig",
         "agent",
         "scope",
@@ -149,6 +152,15 @@ def legs_validate(
         description = raw.get("description") or ""
         if not isinstance(description, str):
             err(i, "description", "must be text.")
+        acceptance = _as_str_list(raw.get("acceptance"))
+        if acceptance is None:
+            err(i, "acceptance", "must be a list of short texts (a checklist).")
+            acceptance = []
+        acceptance = [item.strip() for item in acceptance]
+        try:
+            validate_acceptance(acceptance)
+        except ValidationError as exc:
+            err(i, "acceptance", exc.messages[0])
 
         rig_value, agent_value = raw.get("rig"), raw.get("agent")
         rig = agent = None
@@ -209,6 +221,7 @@ def legs_validate(
                 key=key or "",
                 title=(title or "").strip() if isinstance(title, str) else "",
                 description=description if isinstance(description, str) else "",
+                acceptance=acceptance,
                 rig=rig,
                 agent=agent,
                 scope=globs.get("scope", []),
@@ -228,15 +241,20 @@ def legs_validate(
                 f"unknown leg {', '.join(repr(k) for k in unknown)}; known legs: "
                 f"{', '.join(sorted(all_keys)) or 'none'}.",
             )
-    if not errors:
-        graph: dict[str, list[str]] = {key: [] for key in existing}
-        for key, leg in existing.items():
-            graph[key] = [d.key for d in getattr(leg, "_depends_on_legs", [])]
-        for spec in specs:
-            graph[spec.key] = spec.depends_on
+    # A cycle among the keys that are known, even beside other errors (a plan's import lists
+    # every error at once).
+    graph: dict[str, list[str]] = {key: [] for key in existing}
+    for key, leg in existing.items():
+        graph[key] = [d.key for d in getattr(leg, "_depends_on_legs", [])]
+    for spec in specs:
+        if spec.key and seen_keys.get(spec.key) == spec.index:  # (a duplicate key: its first)
+            graph[spec.key] = [k for k in spec.depends_on if k in all_keys]
+    if graph:
         cycle = _find_cycle(graph)
         if cycle:
-            where = next((s.index for s in specs if s.key in cycle), first_index)
+            in_cycle = [s.index for s in specs if s.key in cycle] or [first_index]
+            free = [i for i in in_cycle if f"{prefix}[{i}].depends_on" not in errors]
+            where = (free or in_cycle)[0]
             err(where, "depends_on", f"dependency cycle: {' -> '.join(cycle)}.")
 
     busy = busy_legs([s.rig for s in specs if s.rig], convoy) if not errors else {}
@@ -264,6 +282,7 @@ def legs_write(convoy: Convoy, specs: list[LegSpec], existing: dict[str, Leg]) -
                 key=spec.key,
                 title=spec.title,
                 description=spec.description,
+                acceptance=spec.acceptance,
                 rig=spec.rig,
                 agent=spec.agent,
                 scope=spec.scope,

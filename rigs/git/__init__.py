@@ -5,7 +5,7 @@
   fixed identity), the error types and the per-repository lock;
 - ``refs.py``: names, revisions, refs (compare-and-swap), counts between commits;
 - ``worktrees.py``: worktrees (add, remove, throwaway ones for gates), status, rebase;
-- ``diff.py``: line counts, changed paths, excerpts, touched symbols;
+- ``diff.py``: line counts, changed paths, excerpts, touched symbols, hunks;
 - ``symbols.py``: the language-specific patterns behind the symbols (no git);
 - ``merge.py``: in-memory merges, commits written without a checkout, replays.
 
@@ -13,7 +13,16 @@ Note: ``git.run`` is the function (as before the split); the module is ``rigs.gi
 when imported by its full name (``from rigs.git.run import ...``).
 """
 
-from rigs.git.diff import FileChange, changed_paths, diff_excerpt, diff_numstat, diff_symbols
+from rigs.git.diff import (
+    FileChange,
+    FileHunks,
+    Hunk,
+    changed_paths,
+    diff_excerpt,
+    diff_hunks,
+    diff_numstat,
+    diff_symbols,
+)
 from rigs.git.merge import (
     MergeTreeResult,
     ReplayResult,
@@ -27,6 +36,7 @@ from rigs.git.refs import (
     Commit,
     ahead_behind,
     branch_exists,
+    branch_tips,
     commits_between,
     create_branch,
     delete_branch,
@@ -55,6 +65,7 @@ from rigs.git.worktrees import (
     status_porcelain,
     temporary_worktree,
     worktree_add,
+    worktree_dirty,
     worktree_list,
     worktree_prune,
     worktree_remove,
@@ -89,9 +100,11 @@ __all__ = [
     "ZERO_OID",
     "Commit",
     "FileChange",
+    "FileHunks",
     "GitError",
     "GitLockTimeout",
     "GitTimeout",
+    "Hunk",
     "InvalidRefName",
     "MergeTreeResult",
     "RefMoved",
@@ -100,6 +113,7 @@ __all__ = [
     "Worktree",
     "ahead_behind",
     "branch_exists",
+    "branch_tips",
     "changed_paths",
     "cleanup_temporary_worktrees",
     "commit_files",
@@ -109,6 +123,7 @@ __all__ = [
     "create_branch",
     "delete_branch",
     "diff_excerpt",
+    "diff_hunks",
     "diff_numstat",
     "diff_symbols",
     "git_accepts_ref",
@@ -136,6 +151,7 @@ __all__ = [
     "update_ref",
     "validate_ref_name",
     "worktree_add",
+    "worktree_dirty",
     "worktree_list",
     "worktree_prune",
     "worktree_remove",

@@ -1,10 +1,12 @@
 """Diffs between two commits: per-file line counts, changed paths, the function and class
-names the hunks touch, and short excerpts for prompts and UIs."""
+names the hunks touch, short excerpts for prompts and UIs, and the hunks themselves (where in
+the base a side changes a file, for the overlap forecast)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -93,3 +95,125 @@ def diff_excerpt(
     if len(lines) > max_lines:
         lines = [*lines[:max_lines], f"... ({len(lines) - max_lines} more lines)"]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Hunk:
+    """One ``-U0`` hunk: ``old_start``/``old_count`` in the base's lines (1-based; a pure
+    insertion has ``old_count`` 0 and ``old_start`` the line it follows), ``text`` the header and
+    its ``-``/``+`` lines."""
+
+    old_start: int
+    old_count: int
+    new_start: int
+    new_count: int
+    text: str
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """The base lines it replaces as a half-open, 0-based interval; ``(n, n)`` for an
+        insertion between lines ``n`` and ``n + 1``."""
+        start = self.old_start if self.old_count == 0 else self.old_start - 1
+        return start, start + self.old_count
+
+
+@dataclass(frozen=True)
+class FileHunks:
+    path: str
+    hunks: tuple[Hunk, ...]
+    created: bool = False  # the file is new on this side
+    deleted: bool = False
+    binary: bool = False  # changed, but git shows no lines
+
+
+_HUNK_HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_C_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+
+
+def _unquote(text: str) -> str:
+    """A path as git prints it with ``core.quotePath=false``: as is, or C-quoted when it holds
+    a control character, a quote or a backslash (octal escapes are UTF-8 bytes)."""
+    if not (text.startswith('"') and text.endswith('"')):
+        return text
+    out, i, body = bytearray(), 0, text[1:-1]
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt in "01234567":
+                out.append(int(body[i + 1 : i + 4], 8))
+                i += 4
+                continue
+            out.append(_C_ESCAPES.get(nxt, ord(nxt)))
+            i += 2
+            continue
+        out += char.encode()
+        i += 1
+    return out.decode(errors="replace")
+
+
+def _header_path(line: str) -> str:
+    """The path of a ``diff --git a/P b/P`` line (no renames: both sides name the same path,
+    so the split is the middle, whatever spaces the path holds)."""
+    rest = line[len("diff --git ") :]
+    half = (len(rest) - 1) // 2
+    return _unquote(rest[:half])[2:]  # drop "a/"
+
+
+def diff_hunks(repo: StrPath, base: str, head: str, paths: list[str]) -> dict[str, FileHunks]:
+    """The ``-U0`` hunks of ``base..head`` for ``paths`` (taken literally, after ``--``), one
+    command for all of them; a path ``head`` does not change is absent. No rename detection, so
+    line numbers stay in the base's file of the same name."""
+    if not paths:
+        return {}
+    b, h = _commit(repo, base), _commit(repo, head)
+    flags = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "--no-renames"]
+    flags += ["-U0", "--src-prefix=a/", "--dst-prefix=b/", b, h, "--", *paths]
+    out = run(repo, "-c", "core.quotePath=false", "--literal-pathspecs", "diff", *flags)
+    files: dict[str, FileHunks] = {}
+    path, hunks, flags_of, lines = None, [], set(), []
+
+    def close_hunk() -> None:
+        if lines:
+            match = _HUNK_HEADER.match(lines[0])
+            if match:
+                old, old_count, new, new_count = match.groups()
+                hunks.append(
+                    Hunk(
+                        int(old),
+                        1 if old_count is None else int(old_count),
+                        int(new),
+                        1 if new_count is None else int(new_count),
+                        "\n".join(lines),
+                    )
+                )
+            lines.clear()
+
+    def close_file() -> None:
+        close_hunk()
+        if path is not None:
+            files[path] = FileHunks(
+                path,
+                tuple(hunks),
+                created="created" in flags_of,
+                deleted="deleted" in flags_of,
+                binary="binary" in flags_of,
+            )
+
+    for line in out.splitlines():
+        if line.startswith("diff --git "):
+            close_file()
+            path, hunks, flags_of = _header_path(line), [], set()
+        elif line.startswith("@@ "):
+            close_hunk()
+            lines.append(line)
+        elif lines:
+            lines.append(line)  # "-", "+" or "\ No newline at end of file"
+        elif line.startswith("new file mode"):
+            flags_of.add("created")
+        elif line.startswith("deleted file mode"):
+            flags_of.add("deleted")
+        elif line.startswith("Binary files "):
+            flags_of.add("binary")
+    close_file()
+    return files

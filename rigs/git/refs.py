@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rigs.git.run import (
     _OID,
+    DEFAULT_TIMEOUT,
     ZERO_OID,
     GitError,
     InvalidRefName,
@@ -160,11 +162,40 @@ def update_ref(repo: StrPath, ref: str, new: str, old: str, *, message: str = "g
     raise _failure(args, status, err, out)
 
 
-def ahead_behind(repo: StrPath, ref: str, target: str) -> tuple[int, int]:
+def ahead_behind(
+    repo: StrPath, ref: str, target: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[int, int]:
     """(commits on ``ref`` not on ``target``, commits on ``target`` not on ``ref``)."""
     a, b = _commit(repo, ref), _commit(repo, target)
-    behind, ahead = run(repo, "rev-list", "--left-right", "--count", f"{b}...{a}").split()
+    out = run(repo, "rev-list", "--left-right", "--count", f"{b}...{a}", timeout=timeout)
+    behind, ahead = out.split()
     return int(ahead), int(behind)
+
+
+def branch_tips(
+    repo: StrPath, branches: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, str]:
+    """The commit each local branch points at, by branch name, in one ``for-each-ref``;
+    branches that do not exist (or do not point at a commit) are left out. Read-only."""
+    names = sorted({validate_ref_name(b) for b in branches})
+    if not names:
+        return {}
+    refs = {f"refs/heads/{name}": name for name in names}
+    out = run(
+        repo,
+        "for-each-ref",
+        "--format=%(objectname) %(objecttype) %(refname)",
+        "--",
+        *refs,
+        timeout=timeout,
+    )
+    tips = {}
+    for line in out.splitlines():
+        sha, kind, ref = line.split(" ", 2)
+        # a pattern also matches the refs below it (rig/a matches rig/a/b): exact names only
+        if kind == "commit" and ref in refs:
+            tips[refs[ref]] = sha
+    return tips
 
 
 def merge_base(repo: StrPath, a: str, b: str) -> str | None:

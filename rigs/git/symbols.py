@@ -41,10 +41,13 @@ def _diff_path(text: str) -> str | None:
 def patch_symbols(patch: str) -> dict[str, list[str]]:
     """Function/class names each file's hunks touch in a zero-context patch: from hunk headers
     (the enclosing definition) and from added/removed lines that are definitions. Hunk lengths
-    are counted, so a removed ``-- comment`` line is never taken for a ``---`` header."""
+    are counted, so a removed ``-- comment`` line is never taken for a ``---`` header. A hunk
+    that starts with a definition (a function appended after another) does not count the
+    header's: git names the definition before it, which did not change."""
     symbols: dict[str, list[str]] = {}
     path = old_path = None
     old_left = new_left = 0
+    enclosing = None  # the hunk header's name, until the hunk's first line says whether it counts
     for line in patch.split("\n"):
         name = None
         if old_left > 0 or new_left > 0:
@@ -54,6 +57,13 @@ def patch_symbols(patch: str) -> dict[str, list[str]]:
             new_left -= 0 if line.startswith("-") else 1
             if line[:1] in ("+", "-") and (m := _DEFINITION.match(line[1:])):
                 name = m.group(1)
+                enclosing = None
+            elif not line[1:].strip():
+                pass  # a blank line decides nothing: a new definition is often preceded by some
+            elif enclosing and path is not None:
+                if enclosing not in symbols.setdefault(path, []):
+                    symbols[path].append(enclosing)
+                enclosing = None
         elif line.startswith("diff --git "):
             path = old_path = None
         elif line.startswith("--- "):
@@ -62,7 +72,7 @@ def patch_symbols(patch: str) -> dict[str, list[str]]:
             path = _diff_path(line[4:]) or old_path
         elif m := _HUNK.match(line):
             old_left, new_left = int(m.group(1) or 1), int(m.group(2) or 1)
-            name = _header_symbol(m.group(3))
+            enclosing = _header_symbol(m.group(3))
         if name and path is not None and name not in symbols.setdefault(path, []):
             symbols[path].append(name)
     return symbols

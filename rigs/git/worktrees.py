@@ -277,6 +277,25 @@ def is_dirty(worktree: StrPath) -> bool:
     return bool(status_porcelain(worktree))
 
 
+DIRTY_READ_TIMEOUT = 3.0
+
+
+def worktree_dirty(worktree: StrPath, *, timeout: float = DIRTY_READ_TIMEOUT) -> bool | None:
+    """Whether the worktree has uncommitted changes (untracked files included), read now and
+    bounded (``timeout`` seconds): what a request may afford. None when it cannot be read (no
+    such directory, not a worktree, too slow). Read-only: our environment keeps git from
+    taking the index lock (``GIT_OPTIONAL_LOCKS=0``)."""
+    if not Path(worktree).is_dir():
+        return None
+    try:
+        status, out, _ = _execute(
+            worktree, ["status", "--porcelain=v1", "-z", "--untracked-files=normal"], timeout
+        )
+    except GitError:
+        return None
+    return bool(out) if status == 0 else None
+
+
 def rebase_worktree(worktree: StrPath, onto: str) -> bool:
     """Rebase the worktree's checked-out branch onto ``onto`` (an idle, clean rig being kept
     current for its agent). Fast-forwards when it has no commits of its own. On a conflict the

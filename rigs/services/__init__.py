@@ -39,6 +39,7 @@ from rigs.services.merge_requests import (
 from rigs.services.repositories import (
     REPOSITORY_EDITABLE,
     repository_location_validate,
+    repository_name_from_path,
     repository_register,
     repository_update,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "merge_request_transition",
     "merge_requests_landed",
     "repository_location_validate",
+    "repository_name_from_path",
     "repository_register",
     "repository_update",
     "rig_archive_record",

@@ -50,10 +50,12 @@ def _rig_state_event(rig: Rig, old_state: str, new_state: str, reason: str) -> N
     )
 
 
-def _merge_request_state_event(merge_request: MergeRequest, old_state: str, new_state: str) -> None:
+def _merge_request_state_event(
+    merge_request: MergeRequest, old_state: str, new_state: str, **extra: Any
+) -> None:
     event_append(
         "merge_request.state",
-        {"merge_request": merge_request.id, "from": old_state, "to": new_state},
+        {"merge_request": merge_request.id, "from": old_state, "to": new_state, **extra},
         repository_id=merge_request.repository_id,
         rig_id=merge_request.rig_id,
     )

@@ -83,9 +83,12 @@ def merge_request_create(
     rig: Rig | None = None,
     priority: int = 2,
     requested_by: str = "",
+    forced: bool = False,
 ) -> MergeRequest:
     """Queue `source_branch` to land on `target_branch`. A queued request for the same branch is
-    superseded (its newer tip is what lands); one already being checked refuses with 409."""
+    superseded (its newer tip is what lands); one already being checked refuses with 409.
+    `forced`: the caller overrode a refusal (open work); recorded on the request and in its
+    first event."""
     _validate_field("source_branch", validate_branch_name, source_branch)
     _validate_field("target_branch", validate_branch_name, target_branch)
     if source_branch == target_branch:
@@ -123,8 +126,9 @@ def merge_request_create(
         source_commit=rig.head_commit if rig is not None else "",
         priority=priority,
         requested_by=requested_by,
+        forced=forced,
     )
-    _merge_request_state_event(merge_request, "", merge_request.state)
+    _merge_request_state_event(merge_request, "", merge_request.state, forced=forced)
     signals.merge_request_state_changed.send(
         sender=MergeRequest, merge_request=merge_request, old_state="", new_state="queued"
     )

@@ -1,5 +1,6 @@
 """Repositories: register, update."""
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,14 @@ from rigs import paths, tasks
 from rigs.models import Repository
 from rigs.services.base import _changes, _full_clean, _refuse_unknown, _validate_field
 from rigs.validators import validate_branch_name
+
+
+def repository_name_from_path(path: str) -> str:
+    """A repository name (a slug) made from its folder's name when none is given:
+    `~/src/My_App.git` → `my-app`. The name's own rule is still checked on registering."""
+    stem = Path(str(path).rstrip("/")).name.removesuffix(".git").lower()
+    slug = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:63].rstrip("-")
+    return slug or "repository"
 
 
 def repository_location_validate(*, path: str, target_branch: str, init_if_missing: bool):

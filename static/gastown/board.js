@@ -16,7 +16,7 @@
       const n = rows.length + 1;
       fresh.querySelectorAll(".field-error").forEach((el) => el.remove());
       fresh.querySelectorAll(".has-error").forEach((el) => el.classList.remove("has-error"));
-      fresh.querySelectorAll("input, select").forEach((input) => {
+      fresh.querySelectorAll("input, select, textarea").forEach((input) => {
         input.value = "";
         input.removeAttribute("aria-invalid");
         input.id = input.id.replace(/-\d+$/, `-${n}`);

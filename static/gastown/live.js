@@ -101,12 +101,13 @@
     return { node: template.content.firstElementChild };
   }
 
-  /* Swap `fresh` in for `old`, keeping what the person was doing: open <details> and focus.
+  /* Swap `fresh` in for `old`, keeping what the person was doing: each <details> with an id
+   * stays open or closed as it was (a feed card closed by hand stays closed), and focus.
    * An element marked `data-keep="<key>"` (a followed log) is carried over into the fresh
    * fragment's element with the same key, with its content and scroll position; it takes the
    * fresh element's attributes. Listeners hear `gastown:swapped` afterwards. */
   function swap(old, fresh) {
-    const open = new Set([...old.querySelectorAll("details[open][id]")].map((d) => d.id));
+    const opened = new Map([...old.querySelectorAll("details[id]")].map((d) => [d.id, d.open]));
     const focusedId = old.contains(document.activeElement) ? document.activeElement.id : "";
     const kept = [];
     fresh.querySelectorAll("[data-keep]").forEach((slot) => {
@@ -120,7 +121,10 @@
     kept.forEach(([el, top]) => {
       el.scrollTop = top;
     });
-    open.forEach((id) => document.getElementById(id)?.setAttribute("open", ""));
+    opened.forEach((isOpen, id) => {
+      const details = document.getElementById(id);
+      if (details instanceof HTMLDetailsElement && fresh.contains(details)) details.open = isOpen;
+    });
     if (focusedId) document.getElementById(focusedId)?.focus({ preventScroll: true });
     document.dispatchEvent(new CustomEvent("gastown:swapped", { detail: { node: fresh } }));
   }

@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from convoys import services as convoy_services
-from convoys.models import Bead
+from convoys.models import Bead, Leg
 from rigs import operations, services
 from rigs.models import ApiToken, MergeRequest, Rig
 from tests.conftest import BASE_DIR
@@ -95,6 +95,7 @@ def test_agent_session_end_to_end(asgi_server, celery_worker, git_repo):
     commit_file(Path(rig.worktree_path), "api/endpoint.py", "def endpoint():\n    return 1\n")
     assert "sync requested" in ok(gt(url, token, "sync"))
     wait_for(lambda: Rig.objects.get(pk=rig.pk).ahead == 1, 60, message="sync by the worker")
+    ok(gt(url, token, "close", second.short_id, "-r", "documented"))  # no open work left
     merged = as_json(gt(url, token, "done", "--wait", "--timeout", "120", "--json"))
     assert merged["state"] == "merged", merged
     assert run_git(git_repo, "log", "-1", "--format=%H", "main") == merged["merge_commit"]
@@ -187,3 +188,64 @@ def test_list_shows_every_status(asgi_server, git_repo):
     assert text.startswith(first.short_id) and "1 more (use --limit)" in text
     assert "no deferred beads" in ok(gt(url, token, "list", "--status", "deferred"))
     assert gt(url, token, "list", "--status", "bogus").returncode == 2
+
+
+def test_done_means_done_end_to_end(asgi_server, celery_worker, git_repo):
+    """`gt done` with an open bead exits 5 naming it (and a dirty worktree is refused), `--force`
+    lands it through the real merge queue; then `gt prime` says the work is finished (exit 0)
+    and the leg's leftover bead cannot be claimed. `gt status` reads ahead/behind from git with
+    no sync in between."""
+    url = asgi_server
+    repository = register(git_repo)
+    agent, token = services.agent_create(name="done-agent")
+    with transaction.atomic():
+        rig = services.rig_request(repository=repository, slug="api", agent=agent)
+    operations.rig_provision_run(rig.id)
+    wait_rig_state(rig, Rig.State.READY, Rig.State.FAILED)
+    assert rig.state == Rig.State.READY, rig.failure_reason
+    with transaction.atomic():
+        convoy = convoy_services.convoy_create(
+            title="Build auth",
+            repository=repository,
+            slug="auth",
+            legs=[{"key": "api", "title": "API endpoints", "rig": rig.id}],
+        )
+        convoy_services.convoy_launch(convoy=convoy)
+    found = as_json(gt(url, token, "create", "Handle the empty case", "--json"))
+    worktree = Path(Rig.objects.get(pk=rig.pk).worktree_path)
+    head = commit_file(worktree, "api/endpoint.py", "def endpoint():\n    return 1\n")
+
+    status = ok(gt(url, token, "status"))  # no sync: read from git
+    assert f"1 ahead, 0 behind (head {head[:10]}, read from git just now)" in status, status
+    assert "never synced" in status
+    assert "last sync never" not in status
+
+    refused = gt(url, token, "done")
+    assert refused.returncode == 5, (refused.stdout, refused.stderr)
+    assert found["short_id"] in refused.stderr and "Handle the empty case" in refused.stderr
+    assert "its worktree is clean" in refused.stderr
+    (worktree / "notes.txt").write_text("not committed\n")
+    refused = gt(url, token, "--json", "done")
+    assert refused.returncode == 5
+    error = json.loads(refused.stderr)["error"]
+    assert error["code"] == "open_work" and "uncommitted changes" in error["message"]
+    assert not MergeRequest.objects.exists()
+
+    merged = as_json(gt(url, token, "done", "--force", "--wait", "--timeout", "120", "--json"))
+    assert merged["state"] == "merged" and merged["forced"] is True, merged
+    assert run_git(git_repo, "log", "-1", "--format=%H", "main") == merged["merge_commit"]
+    assert Leg.objects.get(rig=rig).state == Leg.State.LANDED  # in the merge's transaction
+
+    prime = gt(url, token, "prime")
+    assert prime.returncode == 0, prime.stderr
+    assert "## Stop: your work in this rig is finished" in prime.stdout
+    assert (
+        f"Your leg `api` of convoy 'Build auth' landed in {merged['merge_commit'][:12]} "
+        f"(merge request #{merged['id']})" in prime.stdout
+    )
+    assert "stop here" in prime.stdout and "gt claim" not in prime.stdout
+    claim = gt(url, token, "claim", found["short_id"])
+    assert claim.returncode == 5 and "cannot be claimed" in claim.stderr, claim.stderr
+    assert "work finished: leg `api`" in ok(gt(url, token, "status"))
+    again = gt(url, token, "done", "--force")
+    assert again.returncode == 5 and "work is finished" in again.stderr

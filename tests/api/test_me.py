@@ -78,7 +78,7 @@ def test_prime_briefs_the_agent(make_agent):
         "Leg `api`: API endpoints",
         f'convoy #{convoy.id} "Build auth"',
         f"{urgent.short_id} [P0 task] Write the login endpoint",
-        "Unacked notifications (1",
+        "Open notices (1",
         f"gt claim {urgent.short_id}",
         "gt done",
         "auth/**",

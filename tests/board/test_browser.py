@@ -281,3 +281,137 @@ def test_operator_and_viewer_conduct_a_convoy_live(
     phone.close()
     ctx_b.close()
     assert os.path.getsize(ARTIFACTS / "board.png") > 10_000
+
+
+def test_the_cascade_feed_has_one_folding_card_per_merge(browser, asgi_server, operator):
+    """The convoy page's cascade feed: one card per landed merge, the newest open; a card
+    folds and unfolds, keeps the way it was left across a live refresh that adds a card, and
+    the kind filter narrows the cards without a reload."""
+    import threading
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from playwright.sync_api import expect
+
+    from notifications.models import Notification
+    from notifications.services import notification_send
+
+    base = asgi_server
+    repository = factories.repository(name="app")
+    convoy = factories.convoy(repository=repository, title="Auth system")
+    Convoy.objects.filter(pk=convoy.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    rigs = [
+        factories.rig(repository=repository, slug=slug, state=Rig.State.WORKING)
+        for slug in ("api", "web", "docs")
+    ]
+    for n, rig in enumerate(rigs):
+        factories.leg(convoy=convoy, key=rig.slug, rig=rig, position=n)
+    K, SEV = Notification.Kind, Notification.Severity
+
+    def land(rig, minutes, told, cascade=None, depth=0):
+        mr = factories.merge_request(
+            rig=rig,
+            state=MergeRequest.State.MERGED,
+            changed_paths=[f"{rig.slug}/module_{minutes}.py"],
+            finished_at=timezone.now() - timedelta(minutes=60 - minutes),
+        )
+        cascade = cascade or uuid.uuid4()
+        with transaction.atomic():
+            for other, kind, severity in told:
+                notification_send(
+                    rig=other,
+                    kind=kind,
+                    severity=severity,
+                    summary=f"{kind} after merge request {mr.id}",
+                    action="Rebase when convenient.",
+                    source_rig=rig,
+                    source_merge_request=mr,
+                    cascade=cascade,
+                    depth=depth,
+                    convoy_id=convoy.id,
+                )
+        return mr
+
+    def off_loop(work):
+        """Run `work` in a thread of its own: the broadcast after a commit cannot run inside the
+        event loop that Playwright's sync API keeps in this thread."""
+        done = []
+
+        def run():
+            try:
+                done.append(work())
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=30)
+        return done[0]
+
+    api, web, docs = rigs
+    first = uuid.uuid4()  # docs answers the first merge's notice: its cascade, one level deeper
+    merges = off_loop(
+        lambda: [
+            land(
+                api,
+                10,
+                [(web, K.BASE_MOVED, SEV.INFO), (docs, K.INTERFACE_CHANGED, SEV.WARNING)],
+                cascade=first,
+            ),
+            land(docs, 20, [(api, K.BASE_MOVED, SEV.INFO)], cascade=first, depth=1),
+            land(web, 30, [(api, K.DEPENDENCIES_CHANGED, SEV.WARNING)]),
+        ]
+    )
+
+    ctx, page = log_in(browser, base, operator.username)
+    page.goto(f"{base}/convoys/{convoy.id}/")
+    expect(page.locator("#live-indicator")).to_have_text("Live")
+    cards = page.locator("#feed-live .feed-card")
+    expect(cards).to_have_count(3)  # one card per merge, newest first
+    assert [int(cards.nth(i).get_attribute("data-merge-request")) for i in range(3)] == [
+        mr.id for mr in reversed(merges)
+    ]
+    newest = page.locator(f"#feed-mr-{merges[2].id}")
+    middle = page.locator(f"#feed-mr-{merges[1].id}")
+    expect(newest).to_have_attribute("open", "")
+    expect(newest.locator(".told")).to_be_visible()
+    expect(middle.locator(".told")).to_be_hidden()  # the others are one line each
+    expect(page.locator("#feed-other")).not_to_have_attribute("open", "")
+    shot(page, "convoy-feed")
+
+    # fold the newest, unfold the middle one
+    newest.locator("summary").click()
+    expect(newest.locator(".told")).to_be_hidden()
+    middle.locator("summary").click()
+    expect(middle.locator(".told")).to_be_visible()
+    expect(middle).to_contain_text(f"base_moved after merge request {merges[1].id}")
+    expect(middle).to_contain_text(
+        f"Continues the cascade started by merge request #{merges[0].id}"
+    )
+    oldest = page.locator(f"#feed-mr-{merges[0].id}")
+    oldest.locator("summary").click()
+    tree = oldest.locator(".tree-node")
+    expect(tree).to_have_count(2)  # the chain it started: depth 0, then depth 1 indented
+    assert box_of(tree.nth(1))["x"] > box_of(tree.nth(0))["x"]
+    shot(page, "convoy-feed-open")
+    oldest.locator("summary").click()
+    page.evaluate("window.__sameDocument = true")
+
+    # another merge lands: the live refresh adds its card and keeps the others as they were
+    latest = off_loop(lambda: land(api, 40, [(web, K.BASE_MOVED, SEV.INFO)]))
+    expect(cards).to_have_count(4, timeout=10_000)
+    expect(cards.first).to_have_attribute("data-merge-request", str(latest.id))
+    expect(newest.locator(".told")).to_be_hidden()  # folded by hand: still folded
+    expect(middle.locator(".told")).to_be_visible()  # unfolded by hand: still open
+    assert page.evaluate("window.__sameDocument") is True
+
+    # the kind filter narrows the cards in place and keeps the address in step
+    page.select_option("#feed-filters select[name=feed_kind]", "dependencies_changed")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_have_attribute("data-merge-request", str(merges[2].id))
+    assert "feed_kind=dependencies_changed" in page.url
+    assert page.evaluate("window.__sameDocument") is True
+    page.reload()
+    expect(cards).to_have_count(1)
+    ctx.close()

@@ -121,14 +121,15 @@ def test_card_shows_progress_chips_blocked_reason_and_unacked(operator_client, r
     factories.leg(convoy=convoy, key="api", rig=dead, state=Leg.State.READY)
     factories.leg(convoy=convoy, key="ui", rig=done, state=Leg.State.LANDED)
     factories.leg(convoy=convoy, key="old", state=Leg.State.CANCELLED)
-    factories.notification(rig=dead)
-    factories.notification(rig=dead)
+    factories.notification(rig=dead, severity="warning")
+    factories.notification(rig=dead, severity="critical")
+    factories.notification(rig=dead, severity="info")  # asks for nothing: not counted
     html = operator_client.get(f"/board/card/{convoy.id}/").content.decode()
     assert 'data-state="blocked"' in html
     assert "1/2 legs landed" in html  # the cancelled leg is left out
     assert "chip r-failed" in html and "chip r-merged landed" in html and "chip r-none" in html
     assert "Blocked:</strong> api rig pay-api is failed" in html
-    assert "2 unacked" in html
+    assert "2 to act on" in html
 
 
 def test_filters_by_repository_agent_and_text(operator_client, repo):

@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 import cascades
-from cascades import landed
+from cascades import landed, overlap
 from convoys.models import Bead, BeadDependency
 from notifications.models import Notification
 from rigs import git, merge_queue, operations, services
@@ -72,7 +72,7 @@ def cascade_of(mr: MergeRequest) -> list[Notification]:
 
 
 def inbox(r: Rig) -> dict[str, Notification]:
-    return {n.kind: n for n in Notification.objects.filter(rig=r, acked_at__isnull=True)}
+    return {n.kind: n for n in Notification.objects.filter(rig=r, state="open")}
 
 
 @pytest.fixture
@@ -147,24 +147,26 @@ def test_requirements_change_reaches_everyone(town):
 def test_overlap_radar_fires_before_any_merge(town):
     edit(town["api"], "auth/tokens.py", TOKENS_V2)
     frontend = edit(town["frontend"], "auth/tokens.py", "def make_token(user):\n    return 1\n")
+    overlap.cascade_overlap(rig_id=frontend.id)  # the task frontend's sync enqueued
     assert not MergeRequest.objects.exists()
-    mine = Notification.objects.filter(rig=frontend, kind=K.OVERLAP, changes__rig="api").latest(
-        "id"
-    )
-    theirs = Notification.objects.filter(
-        rig=town["api"], kind=K.OVERLAP, changes__rig="frontend"
-    ).latest("id")
-    assert "rig api" in mine.summary and "auth/tokens.py" in mine.summary
-    assert "rig frontend" in theirs.summary
+    mine = Notification.objects.get(rig=frontend, kind=K.OVERLAP, state="open")
+    theirs = Notification.objects.get(rig=town["api"], kind=K.OVERLAP, state="open")
+    assert mine.changes["rig"] == "api" and theirs.changes["rig"] == "frontend"
+    assert "Overlap with api" in mine.summary
+    assert "will conflict in auth/tokens.py line 2" in mine.summary
+    assert "Overlap with frontend" in theirs.summary
     # Both now edit the same file (before, api only touched what frontend watches).
     assert theirs.changes["same_files"] == mine.changes["same_files"] == ["auth/tokens.py"]
 
 
 def test_overlap_on_watched_paths(town):
     # docs edits nothing the others touch; tests watch auth/, which api edits.
-    edit(town["api"], "auth/helpers.py", "def helper():\n    pass\n")
+    api = edit(town["api"], "auth/helpers.py", "def helper():\n    pass\n")
+    overlap.cascade_overlap(rig_id=api.id)  # the task api's sync enqueued
     assert K.OVERLAP in inbox(town["tests"]) and K.OVERLAP in inbox(town["frontend"])
+    assert "changing files you watch" in inbox(town["tests"])[K.OVERLAP].summary
     assert K.OVERLAP not in inbox(town["docs"])
+    assert K.OVERLAP not in inbox(api)  # the watchers are told, not the rig they watch
 
 
 def test_identical_notifications_are_merged_not_repeated(town):
@@ -240,8 +242,8 @@ def test_auto_rebase_keeps_idle_clean_rigs_current(app_repo):
     Rig.objects.filter(pk=busy.pk).update(state=Rig.State.WORKING)  # an agent is at work
     cascade_of(land(api))
     main = run_git(app_repo, "rev-parse", "main")
-    note = inbox(idle)[K.BASE_MOVED]
-    assert "rebased" in note.summary and note.changes["rebased_onto"] == main
+    # nothing to do, so nothing to read: the rebased rig gets no notice
+    assert K.BASE_MOVED not in inbox(idle)
     assert run_git(Path(idle.worktree_path), "rev-parse", "HEAD") == main
     idle.refresh_from_db()
     assert (idle.head_commit, idle.target_commit, idle.behind) == (main, main, 0)

@@ -74,7 +74,9 @@ def test_a_landing_moves_the_convoy_then_enqueues_the_cascade_after_commit(
         ("leg.state", {"leg": one.id, "key": "one", "from": "ready", "to": "landed"}),
         ("leg.state", {"leg": two.id, "key": "two", "from": "pending", "to": "ready"}),
     ]
-    assert [k for k, _ in new_events(after)][2:] == ["notification.new"]
+    # b is told its leg is ready; a's work is finished, so what a was told is resolved
+    assert [k for k, _ in new_events(after)][2:] == ["notification.new", "notification.resolved"]
+    assert new_events(after)[3][1]["rig"] == a.id
     assert Notification.objects.get(rig=b).kind == Notification.Kind.UNBLOCKED
     assert enqueued == [(convoy.repository.id, "main", "1" * 40, "2" * 40, [mr.id])]
     assert callbacks  # the enqueue was an on-commit callback

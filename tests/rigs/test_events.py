@@ -181,7 +181,7 @@ def test_merge_request_create_appends_the_request_and_the_rigs_move():
     assert events == [
         (
             "merge_request.state",
-            {"merge_request": mr.id, "from": "", "to": "queued"},
+            {"merge_request": mr.id, "from": "", "to": "queued", "forced": False},
             rig.repository_id,
             None,
             rig.id,

@@ -698,3 +698,13 @@ def test_python_rules_are_at_least_as_strict_as_git(name):
     if not g.git_accepts_ref(name, "--branch"):
         with pytest.raises(g.InvalidRefName):
             g.validate_ref_name(name)
+
+
+def test_patch_symbols_leaves_out_the_definition_before_an_appended_one():
+    """git's hunk header names the definition before an appended function: it did not change."""
+    patch = (
+        "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n"
+        "@@ -10,0 +11,4 @@ def chunks(x):\n+\n+\n+def load_user(u):\n+    return u\n"
+        "@@ -3 +3 @@ def slugify(s):\n-    return s\n+    return s.lower()\n"
+    )
+    assert g.patch_symbols(patch) == {"a.py": ["load_user", "slugify"]}

@@ -130,7 +130,9 @@ def test_waking_leaves_alone_who_needs_no_wake(django_assert_max_num_queries):
     type(no_command.agent).objects.filter(pk=no_command.agent_id).update(runtime_command="")
     acked, _ = working_rig()
     tell(acked)
-    Notification.objects.filter(rig=acked).update(acked_at="2026-01-01T00:00Z")
+    Notification.objects.filter(rig=acked).update(
+        acked_at="2026-01-01T00:00Z", state="acknowledged"
+    )
     waiting, _ = working_rig(Leg.State.PENDING)
     merging, _ = working_rig(Leg.State.MERGING)
     told_only_news, _ = working_rig()
