@@ -200,7 +200,7 @@ def _lines(spans: list) -> str:
 def _where(f: FileOverlap) -> str:
     """Where both sides change one conflicting file, for a sentence."""
     if f.created:
-        return f"both create {f.path}"
+        return f"{f.path} (both of you create it)"
     if f.together:
         return f"{_lines(f.together)} of {f.path}"
     return f.path
@@ -233,7 +233,11 @@ def _notice(
         unseen = FileOverlap("", True, [], [], [], "", "")  # a conflict in a file not compared
         conflicting = [compared.get(p) or replace(unseen, path=p) for p in forecast.conflicts]
         first = conflicting[0]
-        where = f"{first.path} {_lines(first.together)}".strip()
+        where = (
+            f"{first.path} (both of you create it)"
+            if first.created
+            else f"{first.path} {_lines(first.together)}".strip()
+        )
         more = f" and {len(conflicting) - 1} more file(s)" if len(conflicting) > 1 else ""
         places = " and ".join(_where(f) for f in conflicting[:3])
         return {

@@ -91,6 +91,14 @@ def _open_blockers() -> QuerySet[BeadDependency]:
     )
 
 
+def legs_finished() -> QuerySet[Leg]:
+    """The legs whose work is finished: landed, cancelled, or in an ended convoy. Their beads
+    are never ready and cannot be claimed."""
+    return Leg.objects.filter(
+        Q(state__in=FINISHED_LEG_STATES) | Q(convoy__state__in=ENDED_CONVOY_STATES)
+    )
+
+
 def _bead_scope(
     qs: QuerySet[Bead],
     *,
@@ -144,6 +152,11 @@ def beads_ready(
         Bead.objects.filter(status=Bead.Status.OPEN)
         .filter(Q(defer_until__isnull=True) | Q(defer_until__lte=now))
         .filter(~Exists(_open_blockers()))
+        # the work of a finished leg or an ended convoy is over (subqueries: see bead_claim)
+        .exclude(Exists(legs_finished().filter(pk=OuterRef("leg_id"))))
+        .exclude(
+            Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
+        )
     )
     candidates = _bead_scope(
         candidates, rig=rig, leg=leg, convoy=convoy, repository=repository, pool=pool, ids=ids

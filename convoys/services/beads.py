@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from common.errors import Refusal
@@ -21,7 +21,9 @@ from convoys.selectors import (
     FinishedWork,
     bead_explain,
     beads_ready,
+    legs_finished,
     rig_current_leg,
+    rig_finished_work,
 )
 from convoys.services.bead_graph import (
     _downstream,
@@ -50,13 +52,6 @@ class BeadWorkFinished(Refusal):
 
     code = "work_finished"
     field = "leg"
-
-
-def _finished_legs() -> QuerySet[Leg]:
-    """The legs whose work is finished: landed, cancelled, or in an ended convoy."""
-    return Leg.objects.filter(
-        Q(state__in=FINISHED_LEG_STATES) | Q(convoy__state__in=ENDED_CONVOY_STATES)
-    )
 
 
 def _finished_text(bead: Bead) -> str:
@@ -98,6 +93,10 @@ def bead_create(
     errors: dict[str, str] = {}
     if leg is None and rig is not None and convoy is None:
         leg = rig_current_leg(rig)
+        if leg is None and (finished := rig_finished_work(rig, None)) is not None:
+            raise BeadWorkFinished(
+                f"rig {rig.slug} takes no new work: {finished.text()}. Its work is finished."
+            )
     if leg is not None:
         if rig is not None and leg.rig_id and rig.pk != leg.rig_id:
             errors["rig"] = f"leg {leg.key} belongs to another rig."
@@ -275,6 +274,13 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
     if not agent.is_active:
         raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
     now = timezone.now()
+    if bead.rig_id and bead.leg_id is None:  # a leg's end is checked by the UPDATE below
+        finished = rig_finished_work(bead.rig, rig_current_leg(bead.rig))
+        if finished is not None:
+            raise BeadWorkFinished(
+                f"{bead.short_id} cannot be claimed: rig {bead.rig.slug}'s {finished.text()}. "
+                "Its work is finished."
+            )
     rig, leg = _claim_rig(bead, agent)
     values: dict[str, Any] = {
         "status": Bead.Status.IN_PROGRESS,
@@ -290,7 +296,7 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
         # the work of a landed or cancelled leg, or of an ended convoy, is finished. Subqueries,
         # not joins: a join would move the whole condition into a subquery of the UPDATE, and
         # the row's own conditions (status, assignee) must stay on the row that is updated.
-        .exclude(Exists(_finished_legs().filter(pk=OuterRef("leg_id"))))
+        .exclude(Exists(legs_finished().filter(pk=OuterRef("leg_id"))))
         .exclude(
             Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
         )

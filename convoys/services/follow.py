@@ -16,6 +16,8 @@ from convoys.services.convoys import (
     leg_follow_rig,
     leg_land,
 )
+from notifications.models import Notification
+from notifications.services import notices_resolve
 from rigs.models import MergeRequest, Repository, Rig
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,11 @@ def convoys_follow_rig_state(*, rig: Rig, old_state: str, new_state: str) -> Leg
     leg = rig_current_leg(rig) if old_state else None
     if leg is not None and leg.convoy.state in Convoy.ACTIVE_STATES:
         leg_follow_rig(leg=leg, rig_state=new_state)
+        if leg.state == Leg.State.WORKING:  # "start leg X" is answered: it started
+            notices_resolve(
+                notifications=Notification.objects.filter(rig=rig, topic=f"leg:{leg.id}"),
+                resolution=f"leg {leg.key} started",
+            )
     return leg
 
 

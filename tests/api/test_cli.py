@@ -26,13 +26,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 GT = BASE_DIR / "bin" / "gt"
 
 
-def gt(url: str, token: str, *args: str, rig: str = "") -> subprocess.CompletedProcess:
+def gt(
+    url: str, token: str, *args: str, rig: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GT_URL": url, "GT_TOKEN": token}
     if rig:
         env["GT_RIG"] = rig
     return subprocess.run(
         [sys.executable, "-I", "-S", str(GT), *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=180,
@@ -249,3 +252,22 @@ def test_done_means_done_end_to_end(asgi_server, celery_worker, git_repo):
     assert "work finished: leg `api`" in ok(gt(url, token, "status"))
     again = gt(url, token, "done", "--force")
     assert again.returncode == 5 and "work is finished" in again.stderr
+
+    # A second leg in a new rig: without GT_RIG, gt acts on the rig with work (the finished one
+    # is left out), or on the rig whose worktree it runs in.
+    with transaction.atomic():
+        second = services.rig_request(repository=repository, slug="ui", agent=agent)
+    operations.rig_provision_run(second.id)
+    wait_rig_state(second, Rig.State.READY, Rig.State.FAILED)
+    with transaction.atomic():
+        convoy_services.convoy_launch(
+            convoy=convoy_services.convoy_create(
+                title="Build the UI",
+                repository=repository,
+                legs=[{"key": "ui", "title": "UI", "rig": second.id}],
+            )
+        )
+    assert "rig ui" in ok(gt(url, token, "status")).splitlines()[0]
+    assert "rig api" in ok(gt(url, token, "status", cwd=worktree / "api")).splitlines()[0]
+    assert "Leg `ui`" in ok(gt(url, token, "prime"))
+    assert "## Stop" in ok(gt(url, token, "prime", cwd=worktree))

@@ -168,6 +168,13 @@ def test_a_landed_legs_bead_cannot_be_claimed(scene):
         "1a2b3c4d5e6f (merge request #"
     )
     assert Bead.objects.get(pk=left.pk).status == Bead.Status.OPEN
+    # nor is it ready, and the finished rig takes no new work
+    ready = client.get(f"/api/v1/beads/?rig={rig.id}&ready=true").json()
+    assert ready["count"] == 0
+    response = client.post("/api/v1/beads/", {"title": "Late work", "rig": rig.id}, format="json")
+    assert response.status_code == 409 and error_of(response)["code"] == "work_finished"
+    assert "takes no new work" in error_of(response)["message"]
+    assert not Bead.objects.filter(title="Late work").exists()
 
 
 def test_a_bead_of_an_ended_convoy_or_a_cancelled_leg_cannot_be_claimed(make_agent):

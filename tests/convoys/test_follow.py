@@ -75,8 +75,19 @@ def test_follow_rig_state_moves_the_leg_with_its_rig():
     after = last_event_id()
     leg = services.convoys_follow_rig_state(rig=a, old_state="ready", new_state="working")
     assert leg == one
+    [told] = Notification.objects.filter(rig=a, topic=f"leg:{one.id}")
     assert new_events(after) == [
         ("leg.state", {"leg": one.id, "key": "one", "from": "ready", "to": "working"}),
+        # "start leg one" is answered: it started
+        (
+            "notification.resolved",
+            {
+                "notification": told.id,
+                "rig": a.id,
+                "kind": "assigned",
+                "resolution": "leg one started",
+            },
+        ),
     ]
     # a rig just recorded (no old state) has no leg to move
     after = last_event_id()
