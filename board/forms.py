@@ -126,7 +126,16 @@ class RigMergeForm(forms.Form):
     """The rig page's "Request merge": `force` asks to land it although its leg has open or
     in-progress beads or its worktree uncommitted changes (recorded on the merge request)."""
 
-    force = forms.BooleanField(required=False)
+    force = forms.CharField(required=False, max_length=10)
+
+    def clean_force(self) -> bool:
+        """A checkbox: "on" (or true/1), or absent; anything else names the field."""
+        value = (self.cleaned_data.get("force") or "").strip().lower()
+        if value in ("", "false", "0", "off"):
+            return False
+        if value in ("on", "true", "1"):
+            return True
+        raise forms.ValidationError(f"'{value[:10]}' is not a checkbox value (on, or none).")
 
 
 # --- a new convoy ------------------------------------------------------------------------------

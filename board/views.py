@@ -446,11 +446,12 @@ def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
     finished work) are shown as they are; the form's `force` overrides open work."""
     rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
     form = forms.RigMergeForm(request.POST)
-    force = form.is_valid() and form.cleaned_data["force"]
 
     def action() -> str:
+        if not form.is_valid():  # (after the role check, in _act)
+            raise ValidationError(form.errors.as_data())
         mr = services.rig_merge_request(
-            rig=rig, requested_by=request.user.get_username(), force=force
+            rig=rig, requested_by=request.user.get_username(), force=form.cleaned_data["force"]
         )
         forced = " (forced over open work)" if mr.forced else ""
         return f"Merge request #{mr.id} queued{forced}: {rig.branch} → {mr.target_branch}."

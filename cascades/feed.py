@@ -2,15 +2,17 @@
 queries (the board's convoy page shows it).
 
 A card holds one merge request's own consequences only: what it changed, who its cascade told
-what (notifications whose `source_merge_request` is that merge, grouped by rig), and the
-follow-up beads made for it. A change made in answer to a notification continues that cascade
-one level deeper (`cascades.landed._cascade_of`), so the card of the merge that started a
-cascade (depth 0) also shows the cascade's whole chain as a tree; the card of a merge deeper in
-the chain says which cascade it continues. Notices with no landed merge behind them (the
-overlap radar, assignments, refused merges) are "other notices", kept apart from the cards.
+what (the notice versions it caused, `NotificationVersion.merge_request`, grouped by rig: a
+notice updated in place by later landings shows in each of their cards as that landing left
+it), and the follow-up beads made for it. A change made in answer to a notification continues
+that cascade one level deeper (`cascades.landed._cascade_of`), so the card of the merge that
+started a cascade (depth 0) also shows the cascade's whole chain as a tree; the card of a merge
+deeper in the chain says which cascade it continues. Notices with no landed merge behind them
+(the overlap radar, assignments, refused merges) are "other notices", kept apart from the
+cards.
 
-Queries, whatever the number of cards: the cards' count and page, every notice of the page's
-cascades, the page's follow-up beads, and the other notices' count and rows.
+Queries, whatever the number of cards: the cards' count and page, every notice version of the
+page's cascades, the page's follow-up beads, and the other notices' count and rows.
 """
 
 from collections import defaultdict
@@ -23,7 +25,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from convoys.models import Bead
-from notifications.models import ACTION_SEVERITIES, Notification
+from notifications.models import Notification, NotificationVersion
 from rigs.models import MergeRequest, Rig
 
 PER_PAGE = 10
@@ -37,11 +39,12 @@ class Told:
     """What one rig was told by one merge."""
 
     rig: Rig
-    notices: list[Notification]
+    notices: list[NotificationVersion]
 
     @property
     def asks_action(self) -> int:
-        return sum(1 for n in self.notices if n.severity in ACTION_SEVERITIES)
+        """Of what it was told, how much still asks for an action now."""
+        return sum(1 for n in self.notices if n.asks_action)
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Feed:
     other_total: int
 
 
-def _group_by_rig(notices: Iterable[Notification]) -> list[Told]:
+def _group_by_rig(notices: Iterable[NotificationVersion]) -> list[Told]:
     groups: dict[int, Told] = {}
     for note in notices:
         groups.setdefault(note.rig_id, Told(note.rig, [])).notices.append(note)
@@ -97,7 +100,7 @@ def _group_by_rig(notices: Iterable[Notification]) -> list[Told]:
     return told
 
 
-def _range_of(mr: MergeRequest, notices: list[Notification]) -> str:
+def _range_of(mr: MergeRequest, notices: list[NotificationVersion]) -> str:
     commits = next((n.source_commits for n in notices if n.source_commits), "")
     old, _, new = commits.partition("..")
     if not new and mr.target_commit and mr.merge_commit:
@@ -105,7 +108,7 @@ def _range_of(mr: MergeRequest, notices: list[Notification]) -> str:
     return f"{old[:10]}..{new[:10]}" if new else ""
 
 
-def _files_of(mr: MergeRequest, notices: list[Notification]) -> list[dict[str, Any]]:
+def _files_of(mr: MergeRequest, notices: list[NotificationVersion]) -> list[dict[str, Any]]:
     """The merge's changed paths, with the line counts its notices carry where they have them."""
     stats: dict[str, dict[str, Any]] = {}
     for note in notices:
@@ -116,11 +119,11 @@ def _files_of(mr: MergeRequest, notices: list[Notification]) -> list[dict[str, A
     return [stats.get(p) or {"path": p} for p in paths]
 
 
-def _tree(cascade_notices: list[Notification], current_id: int) -> list[TreeNode]:
+def _tree(cascade_notices: list[NotificationVersion], current_id: int) -> list[TreeNode]:
     """The cascade as a tree, flattened in display order. A step is one merge's notices at one
     depth; its parent is the step one level up that told the merge's rig (the notice it
     answered), or else the first step one level up."""
-    steps: dict[tuple[int, int | None], list[Notification]] = defaultdict(list)
+    steps: dict[tuple[int, int | None], list[NotificationVersion]] = defaultdict(list)
     for note in cascade_notices:
         steps[(note.depth, note.source_merge_request_id)].append(note)
     ordered = sorted(steps, key=lambda k: (k[0], min(n.created_at for n in steps[k]), k[1] or 0))
@@ -161,7 +164,7 @@ def _tree(cascade_notices: list[Notification], current_id: int) -> list[TreeNode
     return flat
 
 
-def _matches(note: Notification, mr: MergeRequest, rig_id: int | None, kind: str) -> bool:
+def _matches(note: NotificationVersion, mr: MergeRequest, rig_id: int | None, kind: str) -> bool:
     if kind and note.kind != kind:
         return False
     return not rig_id or note.rig_id == rig_id or mr.rig_id == rig_id
@@ -179,15 +182,15 @@ def feed_merge_requests(
     `since`), those whose cascade told one of the rigs since then, and `merge_request_ids` (a
     convoy's landing). With `kind`, those that sent a notice of that kind; with `rig_id`, those
     that told that rig (something of `kind`) or are that rig's own."""
-    told_ours = Notification.objects.filter(
-        rig_id__in=rig_ids, created_at__gte=since, source_merge_request__isnull=False
-    ).values("source_merge_request_id")
+    told_ours = NotificationVersion.objects.filter(
+        rig_id__in=rig_ids, created_at__gte=since, merge_request__isnull=False
+    ).values("merge_request_id")
     wanted = Q(rig_id__in=rig_ids, finished_at__gte=since) | Q(id__in=told_ours)
     extra = [i for i in merge_request_ids if i]
     if extra:
         wanted |= Q(id__in=extra)
     qs = MergeRequest.objects.filter(wanted, state=MergeRequest.State.MERGED)
-    sent = Notification.objects.filter(source_merge_request=OuterRef("pk"))
+    sent = NotificationVersion.objects.filter(merge_request=OuterRef("pk"))
     if kind:
         sent = sent.filter(kind=kind)
     if rig_id:
@@ -237,13 +240,13 @@ def cascade_feed(
     page_mrs = list(current.object_list)
     ids = [mr.id for mr in page_mrs]
 
-    cascade_notices: list[Notification] = []
+    cascade_notices: list[NotificationVersion] = []
     beads: list[Bead] = []
     if ids:
-        cascades = Notification.objects.filter(source_merge_request_id__in=ids).values("cascade")
+        cascades = NotificationVersion.objects.filter(merge_request_id__in=ids).values("cascade")
         cascade_notices = list(
-            Notification.objects.filter(cascade__in=cascades)
-            .select_related("rig", "source_rig", "source_merge_request__rig")
+            NotificationVersion.objects.filter(cascade__in=cascades)
+            .select_related("rig", "notification", "merge_request__rig")
             .order_by("depth", "created_at", "id")[:TREE_NOTICE_LIMIT]
         )
         beads = list(
@@ -251,8 +254,8 @@ def cascade_feed(
             .select_related("rig")
             .order_by("created_at", "id")
         )
-    by_cascade: dict[Any, list[Notification]] = defaultdict(list)
-    own: dict[int, list[Notification]] = defaultdict(list)
+    by_cascade: dict[Any, list[NotificationVersion]] = defaultdict(list)
+    own: dict[int, list[NotificationVersion]] = defaultdict(list)
     for note in cascade_notices:
         by_cascade[note.cascade].append(note)
         if note.source_merge_request_id in ids:
@@ -275,7 +278,7 @@ def cascade_feed(
             told=_group_by_rig(shown),
             notice_total=len(notices),
             notice_shown=len(shown),
-            asks_action=sum(1 for n in notices if n.severity in ACTION_SEVERITIES),
+            asks_action=sum(1 for n in notices if n.asks_action),
             beads=beads_of.get(mr.id, []),
             cascade_depth=depth,
             continues=None,

@@ -109,6 +109,78 @@ class Notification(models.Model):
 ACTION_SEVERITIES = (Notification.Severity.WARNING, Notification.Severity.CRITICAL)
 
 
+class NotificationVersion(models.Model):
+    """One version of a notice: what it said when a cause (a landed merge, a sync, a refusal)
+    opened or updated it. A notice updated in place keeps one row per version here, so each
+    landing still shows whom it told what (the cascade feed reads these)."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="versions"
+    )
+    revision = models.PositiveIntegerField(help_text="0 for the first version, then 1, 2, ...")
+    rig = models.ForeignKey(Rig, on_delete=models.CASCADE, related_name="+")
+    merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=30, choices=Notification.Kind.choices)
+    severity = models.CharField(max_length=10, choices=Notification.Severity.choices)
+    summary = models.CharField(max_length=300)
+    action = models.TextField(blank=True)
+    source_commits = models.CharField(max_length=100, blank=True)
+    cascade = models.UUIDField(db_index=True)
+    depth = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["merge_request"], name="notification_version_mr"),
+            models.Index(fields=["rig", "created_at"], name="notification_version_rig"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} v{self.revision}: {self.summary}"
+
+    # What the cascade feed reads of a notice, for this version.
+    @property
+    def source_merge_request(self) -> MergeRequest | None:
+        return self.merge_request
+
+    @property
+    def source_merge_request_id(self) -> int | None:
+        return self.merge_request_id
+
+    @property
+    def source_rig(self) -> Rig | None:
+        return self.merge_request.rig if self.merge_request is not None else None
+
+    @property
+    def source_rig_id(self) -> int | None:
+        return self.merge_request.rig_id if self.merge_request is not None else None
+
+    @property
+    def is_latest(self) -> bool:
+        return self.revision == len(self.notification.revisions)
+
+    @property
+    def changes(self) -> dict:
+        return self.notification.changes if self.is_latest else {}
+
+    @property
+    def state(self) -> str:
+        """The notice's state now, and "updated" when a later version replaced this one."""
+        return self.notification.state if self.is_latest else "updated"
+
+    @property
+    def acked_at(self):
+        return self.notification.acked_at
+
+    @property
+    def asks_action(self) -> bool:
+        """This version is what the notice says now, and it asks for an action."""
+        return self.is_latest and self.notification.asks_action
+
+
 def webhook_secret_new() -> str:
     """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

@@ -21,7 +21,7 @@ from django.utils import timezone
 from events.models import Event
 from events.services import events_append_many
 from notifications import webhooks
-from notifications.models import Notification
+from notifications.models import Notification, NotificationVersion
 from notifications.signals import notifications_created
 from rigs.models import MergeRequest, Rig
 
@@ -184,6 +184,23 @@ def _revise(notification: Notification, p: _Prepared, now) -> bool:
     return True
 
 
+def _version(notification: Notification, cause: MergeRequest | None) -> NotificationVersion:
+    """The row that keeps what a notice says now, and the merge (if any) that caused it."""
+    return NotificationVersion(
+        notification=notification,
+        revision=len(notification.revisions),
+        rig_id=notification.rig_id,
+        merge_request=cause,
+        kind=notification.kind,
+        severity=notification.severity,
+        summary=notification.summary,
+        action=_cut(notification.action, REVISION_ACTION_MAX),
+        source_commits=notification.source_commits,
+        cascade=notification.cascade,
+        depth=notification.depth,
+    )
+
+
 def _payload(notification: Notification) -> dict[str, Any]:
     return {
         "notification": notification.id,
@@ -285,6 +302,14 @@ def _send(prepared: list[_Prepared]) -> list[Notification]:
         Notification.objects.filter(pk=pk).update(
             occurrences=F("occurrences") + count, updated_at=now
         )
+    # A version per notice opened or changed, caused by the last item that changed it.
+    causes: dict[int, MergeRequest | None] = {}
+    for p, notification, kind in results:
+        if kind in ("notification.new", "notification.updated"):
+            causes[id(notification)] = p.item.get("source_merge_request")
+    NotificationVersion.objects.bulk_create(
+        [_version(n, causes[id(n)]) for n in [*new.values(), *revised.values()]]
+    )
     webhooks.webhooks_enqueue_many([*new.values(), *escalated.values()])
     changed = [*new.values(), *revised.values()]
     if changed:

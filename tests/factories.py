@@ -5,7 +5,7 @@ import itertools
 from convoys.beads import bead_short_id_new
 from convoys.models import Bead, Convoy, Leg
 from events.models import Event
-from notifications.models import Notification
+from notifications.models import Notification, NotificationVersion
 from rigs.models import Agent, MergeRequest, Repository, Rig
 
 _seq = itertools.count(1)
@@ -71,7 +71,21 @@ def notification(**kw) -> Notification:
     n = next(_seq)
     kw.setdefault("summary", f"note {n}")
     kw.setdefault("fingerprint", f"fp-{n}")
-    return Notification.objects.create(**kw)
+    note = Notification.objects.create(**kw)
+    NotificationVersion.objects.create(  # as notifications_send_many keeps one per version
+        notification=note,
+        revision=len(note.revisions),
+        rig=note.rig,
+        merge_request=note.source_merge_request,
+        kind=note.kind,
+        severity=note.severity,
+        summary=note.summary,
+        action=note.action,
+        source_commits=note.source_commits,
+        cascade=note.cascade,
+        depth=note.depth,
+    )
+    return note
 
 
 def event(**kw) -> Event:

@@ -54,6 +54,18 @@ class BeadWorkFinished(Refusal):
     field = "leg"
 
 
+def _bead_finished_text(bead: Bead) -> str:
+    """Why the bead's work is over ('' when it is not): its leg or convoy ended, or it sits in
+    a rig whose work is finished."""
+    if text := _finished_text(bead):
+        return text
+    if bead.rig_id and bead.leg_id is None:
+        finished = rig_finished_work(bead.rig, rig_current_leg(bead.rig))
+        if finished is not None:
+            return f"rig {bead.rig.slug}'s {finished.text()}"
+    return ""
+
+
 def _finished_text(bead: Bead) -> str:
     """Why the bead's work is finished ('' when it is not), for a lost claim."""
     leg = bead.leg
@@ -225,6 +237,11 @@ def bead_edit(
     if status == Bead.Status.IN_PROGRESS:
         raise ValidationError(
             {"status": f"claim it to start it: POST /api/v1/beads/{bead.id}/claim/."}
+        )
+    if status != Bead.Status.CLOSED and (finished := _bead_finished_text(bead)):
+        raise BeadWorkFinished(  # closing a leftover is fine; reviving it is not
+            f"{bead.short_id} cannot be {status.replace('_', ' ')}: {finished}. Its work is "
+            "finished."
         )
     if status == Bead.Status.CLOSED:
         bead_close(bead=bead, reason=close_reason)

@@ -175,6 +175,13 @@ def test_a_landed_legs_bead_cannot_be_claimed(scene):
     assert response.status_code == 409 and error_of(response)["code"] == "work_finished"
     assert "takes no new work" in error_of(response)["message"]
     assert not Bead.objects.filter(title="Late work").exists()
+    # a leftover can be closed, not revived
+    patch = client.patch(f"/api/v1/beads/{left.short_id}/", {"status": "blocked"}, format="json")
+    assert patch.status_code == 409 and error_of(patch)["code"] == "work_finished"
+    closed = client.patch(f"/api/v1/beads/{left.short_id}/", {"status": "closed"}, format="json")
+    assert closed.status_code == 200, closed.content
+    reopen = client.patch(f"/api/v1/beads/{left.short_id}/", {"status": "open"}, format="json")
+    assert reopen.status_code == 409 and "cannot be open" in error_of(reopen)["message"]
 
 
 def test_a_bead_of_an_ended_convoy_or_a_cancelled_leg_cannot_be_claimed(make_agent):

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications.models import Notification
+from notifications.models import Notification, NotificationVersion
 from rigs.models import MergeRequest, Rig
 from tests import factories
 
@@ -72,6 +72,7 @@ def tell(rig, mr, cascade, depth=0, kind=K.BASE_MOVED, severity=SEV.INFO, minute
     )
     when = START + timedelta(minutes=minutes, seconds=1)
     Notification.objects.filter(pk=note.pk).update(created_at=when)
+    NotificationVersion.objects.filter(notification=note).update(created_at=when)
     return note
 
 
@@ -387,3 +388,30 @@ def test_queries_do_not_grow_with_merges_and_notices(
         with django_assert_max_num_queries(few[url]):
             html = operator_client.get(url).content.decode()
         assert len(card_ids(html)) == 10
+
+
+def test_a_notice_updated_in_place_shows_in_each_landings_card_as_that_landing_left_it(
+    operator_client, scene
+):
+    """A "base moved" notice is one row updated by every landing; each landing's card still
+    shows what it told (its version), and only the latest asks for action."""
+    from notifications.services import notification_send
+
+    api, docs = scene["rigs"]["api"], scene["rigs"]["docs"]
+    first, second = landed(api, 70), landed(api, 80)
+    for mr, behind, severity in ((first, 2, SEV.WARNING), (second, 4, SEV.INFO)):
+        notification_send(
+            rig=docs,
+            kind=K.BASE_MOVED,
+            severity=severity,
+            topic="base",
+            summary=f"Your base moved: {behind} commit(s) behind main",
+            source_merge_request=mr,
+        )
+    assert Notification.objects.filter(rig=docs, topic="base").count() == 1
+    html = page(operator_client, scene)
+    assert card_ids(html)[:2] == [second.id, first.id]
+    older, newer = told_part(card(html, first.id)), told_part(card(html, second.id))
+    assert "2 commit(s) behind" in older and "4 commit(s) behind" not in older
+    assert "updated" in older  # a later landing replaced this version
+    assert "4 commit(s) behind" in newer and "2 commit(s) behind" not in newer

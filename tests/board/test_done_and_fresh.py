@@ -107,6 +107,9 @@ def test_request_merge_shows_the_refusal_and_force_overrides_it(operator_client,
     page = operator_client.post(f"/rigs/{rig.id}/merge/", follow=True).content.decode()
     assert "still has work to do" in page and bead.short_id in page
     assert not MergeRequest.objects.filter(rig=rig).exists()
+    response = operator_client.post(f"/rigs/{rig.id}/merge/", {"force": "maybe"}, **JSON)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "force"
+    assert not MergeRequest.objects.filter(rig=rig).exists()
     response = operator_client.post(f"/rigs/{rig.id}/merge/", {"force": "1"}, **JSON)
     assert response.status_code == 200, response.content
     assert "(forced over open work)" in response.json()["message"]
