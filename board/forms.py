@@ -347,3 +347,9 @@ class AddRepositoryForm(forms.Form):
         """Spread the service's ValidationError over the fields it names (the rest on top)."""
         for name, messages in exc.message_dict.items():
             self.add_error(name if name in self.fields else None, " ".join(messages))
+
+
+class AnswerForm(forms.Form):
+    """An operator's answer to an escalation or an ended turn (the rig page, Escalations)."""
+
+    answer = forms.CharField(max_length=4000, strip=True, widget=forms.Textarea(attrs={"rows": 2}))

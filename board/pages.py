@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from cascades.feed import cascade_feed
-from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
+from convoys.models import Bead, BeadComment, BeadDependency, Convoy, Leg, LegDependency
 from convoys.selectors import (
     _blocker_text,
     _leg_blockers,
@@ -33,9 +33,11 @@ from convoys.selectors import (
     merge_target_for_rig,
     rig_current_leg,
     rig_finished_work,
+    rigs_current_legs,
 )
+from convoys.services.coordination import TURN_PREFIX
 from events.selectors import last_event_id
-from notifications.models import ACTION_SEVERITIES, Notification
+from notifications.models import ACTION_SEVERITIES, ASKS_PERSON_KINDS, Notification
 from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.selectors import RigPosition, rig_position, rig_positions
 from runner import selectors as run_selectors
@@ -73,6 +75,17 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def lease_text(bead: Bead, now: datetime) -> str:
+    """An in-progress bead's claim: 'lease expires in 8m' (or 'lease lapsed 2m ago': the
+    sweep opens it within a minute). '' when it is not claimed on a lease."""
+    until = bead.lease_expires_at
+    if bead.status != Bead.Status.IN_PROGRESS or until is None:
+        return ""
+    if until <= now:
+        return f"lease lapsed {age(until, now)} ago"
+    return f"lease expires in {age(now, until)}"
 
 
 def duration(seconds: float | None) -> str:
@@ -596,6 +609,16 @@ def convoy_page(convoy_id: int, feed: FeedFilters | None = None) -> dict[str, An
             }
         )
     rig_ids = [leg.rig_id for leg in legs if leg.rig_id]
+    questions = list(asks_person().filter(rig_id__in=rig_ids).select_related("rig"))
+    for row in rows:  # a leg whose agent ended its turn shows it (its notice is on the rig)
+        row["turn_ended"] = next(
+            (
+                n
+                for n in questions
+                if n.rig_id == row["leg"].rig_id and n.topic == f"{TURN_PREFIX}:{row['leg'].id}"
+            ),
+            None,
+        )
     feed_rigs = list({leg.rig_id: leg.rig for leg in legs if leg.rig}.values())
     landing = rollup["landing_merge_request"]
     return {
@@ -606,6 +629,7 @@ def convoy_page(convoy_id: int, feed: FeedFilters | None = None) -> dict[str, An
         "graph": wave_graph(rollup["legs"], rollup["waves"]),
         # the cascade feed (the full page; the feed's own live fragment is `convoy_feed_page`)
         **(convoy_feed(convoy, feed_rigs, feed) if feed is not None else {}),
+        "questions": questions,
         "spend": Spend.of(convoy),
         "running": AgentRun.objects.filter(
             convoy=convoy, state__in=AgentRun.PROCESS_STATES
@@ -725,9 +749,15 @@ def rig_page(rig_id: int) -> dict[str, Any]:
     ).values_list("bead_id", "depends_on__short_id", "depends_on__status", "type"):
         relation = "child of" if kind == BeadDependency.Type.PARENT_CHILD else "blocked by"
         blockers[bead_id].append(f"{relation} {short_id} ({status})")
+    comments: dict[int, list[BeadComment]] = defaultdict(list)  # `gt comment`, oldest first
+    for comment in BeadComment.objects.filter(bead__in=[b.id for b in beads]).order_by(
+        "created_at", "id"
+    ):
+        comments[comment.bead_id].append(comment)
     lanes: dict[str, list[dict]] = {"ready": [], "in_progress": [], "blocked": [], "closed": []}
     for bead in beads:
-        item = {"bead": bead, "why": blockers.get(bead.id, [])}
+        item = {"bead": bead, "why": blockers.get(bead.id, []), "lease": lease_text(bead, now)}
+        item["comments"] = comments.get(bead.id, [])
         if bead.status == Bead.Status.CLOSED:
             lanes["closed"].append(item)
         elif bead.status == Bead.Status.IN_PROGRESS:
@@ -788,6 +818,10 @@ def rig_page(rig_id: int) -> dict[str, Any]:
         "bead_total": len(beads),
         "merge_requests": [merge_request_row(mr, now, estimate) for mr in merge_requests],
         "inbox": inbox,
+        "questions": [n for n in inbox if n.is_open and n.kind in ASKS_PERSON_KINDS],
+        "turn_ended": next(
+            (n for n in inbox if n.is_open and n.topic.startswith(TURN_PREFIX)), None
+        ),
         "unacked": sum(1 for n in inbox if n.asks_action),
         "open_notices": sum(1 for n in inbox if n.is_open),
         "files": files,
@@ -876,4 +910,46 @@ def merge_queue_page(repository_id: int) -> dict[str, Any]:
         "failed": rows(failed),
         "median_landing": duration(statistics.median(landed_seconds)) if landed_seconds else "",
         "groups": f"repository.{repository.id}",
+    }
+
+
+# --- escalations: what asks a person ------------------------------------------------------------
+
+ESCALATIONS_SHOWN = 100
+ANSWERED_SHOWN = 20
+
+
+def asks_person() -> QuerySet[Notification]:
+    """The open notices that ask a person: escalations (an agent's question, a run that needs
+    help) and ended turns (`gt done --status escalated|deferred`)."""
+    return Notification.objects.filter(
+        kind__in=ASKS_PERSON_KINDS, state=Notification.State.OPEN
+    ).order_by("-created_at", "-id")
+
+
+def escalations_count() -> int:
+    """The board header's count (one query)."""
+    return asks_person().count()
+
+
+def escalations_page() -> dict[str, Any]:
+    """Every open question to a person, newest first, with its rig, repository and convoy, and
+    the last ones answered. Three queries."""
+    event_id = last_event_id()
+    questions = list(
+        asks_person().select_related("rig", "rig__repository", "rig__agent")[:ESCALATIONS_SHOWN]
+    )
+    legs = rigs_current_legs({n.rig_id for n in questions}, dependencies=False)
+    answered = list(
+        Notification.objects.filter(kind__in=ASKS_PERSON_KINDS)
+        .exclude(state=Notification.State.OPEN)
+        .select_related("rig")
+        .order_by("-updated_at", "-id")[:ANSWERED_SHOWN]
+    )
+    return {
+        "last_event_id": event_id,
+        "questions": [{"note": n, "leg": legs.get(n.rig_id)} for n in questions],
+        "answered": answered,
+        "groups": "board",
+        "nav": "escalations",
     }

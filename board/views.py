@@ -29,6 +29,7 @@ from board import forms, pages
 from common.errors import Refusal, error_text
 from convoys import services
 from convoys.models import Convoy
+from convoys.services import coordination
 from notifications import services as notification_services
 from notifications.models import Notification
 from rigs import services as rig_services
@@ -514,7 +515,7 @@ def rig_launch(request: HttpRequest, pk: int) -> HttpResponse:
     def action() -> str:
         who = request.user.get_username()
         run = run_services.agent_run_request(
-            rig=rig, requested_by=who, reason=f"launched by {who} from the board"
+            rig=rig, requested_by=who, reason=f"launched by {who} from the board", by_person=True
         )
         return (
             f"Agent {run.agent.name} launched in rig {rig.slug} as run #{run.id}: it starts "
@@ -552,6 +553,52 @@ def notification_ack(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request, action, default_next=reverse("board:rig-detail", args=[notification.rig_id])
     )
+
+
+# --- escalations: questions to a person, answered here ----------------------------------------
+
+
+@role_required
+@require_POST
+def notification_answer(request: HttpRequest, pk: int) -> HttpResponse:
+    """Answer an escalation or an ended turn: the answer reaches the agent's inbox."""
+    notification = get_object_or_404(Notification, pk=pk)
+    form = forms.AnswerForm(request.POST)
+
+    def action() -> str:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        _, reply = coordination.notice_answer(
+            notification=notification,
+            answer=form.cleaned_data["answer"],
+            by=request.user.get_username(),
+        )
+        where = f" (#{reply.id} in rig {notification.rig.slug}'s inbox)" if reply else ""
+        return f"Answered #{notification.id}: the agent gets your answer{where}."
+
+    return _act(
+        request, action, default_next=reverse("board:rig-detail", args=[notification.rig_id])
+    )
+
+
+@role_required
+@require_GET
+def escalations(request: HttpRequest) -> HttpResponse:
+    """Every open question to a person (escalations, ended turns), with an answer form."""
+    return _page(request, "board/escalations.html", pages.escalations_page())
+
+
+@role_required
+@require_GET
+def escalations_live(request: HttpRequest) -> HttpResponse:
+    return _page(request, "board/_escalations_live.html", pages.escalations_page())
+
+
+@role_required
+@require_GET
+def escalations_badge(request: HttpRequest) -> HttpResponse:
+    """The header's count of open questions, re-fetched live."""
+    return render(request, "board/_escalations_badge.html", {})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -4,7 +4,7 @@ from django.db.models import Count, Q
 
 from common.admin import run_service_action
 from convoys import services
-from convoys.models import Bead, BeadDependency, Convoy, Leg, LegDependency
+from convoys.models import Bead, BeadComment, BeadDependency, Convoy, Leg, LegDependency
 from rigs.admin import RigAdmin
 from rigs.models import Rig
 
@@ -129,6 +129,20 @@ class BeadDependencyInline(admin.TabularInline):
     autocomplete_fields = ["depends_on"]
 
 
+class BeadCommentInline(admin.TabularInline):
+    """Comments are written by agents and people through the API and the board (`gt
+    comment`), and by Gas Town (a lapsed claim): read here, never edited."""
+
+    model = BeadComment
+    extra = 0
+    fields = ["author", "text", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Bead)
 class BeadAdmin(admin.ModelAdmin):
     list_display = [
@@ -145,7 +159,16 @@ class BeadAdmin(admin.ModelAdmin):
     list_filter = ["status", "type", "priority", "rig__repository"]
     list_select_related = ["rig", "rig__repository", "leg", "leg__convoy", "assignee"]
     search_fields = ["short_id", "title", "description"]
-    readonly_fields = ["short_id", "status", "claimed_at", "closed_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "short_id",
+        "status",
+        "claimed_at",
+        "lease_expires_at",
+        "claimed_by_run_id",
+        "closed_at",
+        "created_at",
+        "updated_at",
+    ]
     autocomplete_fields = [
         "rig",
         "leg",
@@ -154,8 +177,11 @@ class BeadAdmin(admin.ModelAdmin):
         "assignee",
         "discovered_from_merge_request",
     ]
-    inlines = [BeadDependencyInline]
+    inlines = [BeadDependencyInline, BeadCommentInline]
     actions = ["close", "reopen"]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else [BeadDependencyInline]  # no comments yet
 
     def save_model(self, request, obj: Bead, form, change: bool) -> None:
         if not obj.short_id:

@@ -298,10 +298,13 @@ def prime_text(agent: Agent, wanted_rig: str | None = None) -> str:
         '- gt create "title" --discovered-from ID [-p 0-4] [--blocks ID]   work you found',
         "- gt dep add A B             A cannot start until B closes",
         "- gt inbox / gt ack ID|--all read and acknowledge notifications",
-        "- gt heartbeat               every few minutes while you work (else: stalled)",
+        '- gt send RIG "text" / gt escalate "question"   tell another rig / ask a person',
+        "- gt heartbeat               every few minutes while you work (else: stalled, and "
+        "your claims lapse)",
         "- gt sync                    after committing: refresh changed files, uncommitted state",
         f"- gt done                    asks to merge `{rig.branch}` into `{target}`; refused "
-        "while your leg has open beads or the worktree uncommitted changes (close, commit)",
+        "while your leg has open beads or the worktree uncommitted changes (close, commit); "
+        '`gt done --status escalated|deferred "why"` stops without a merge',
         "- gt status / gt prime       where things stand",
     ]
     return "\n".join(lines) + "\n"

@@ -256,6 +256,27 @@ class Bead(models.Model):
         MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="follow_ups"
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # A claim is a lease (convoys/services/leases.py): it lapses at `lease_expires_at` unless
+    # heartbeats renew it, and ends with its run. The run is kept as an id, not a foreign key:
+    # runner's AgentRun sits above convoys (the layers), and runner ends its runs' claims.
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the claim lapses unless renewed (a heartbeat, the run's output).",
+    )
+    claimed_by_run_id = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The id of the agent run that holds the claim (its end returns the bead).",
+    )
+    claimed_from_pool = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="The claim moved this bead from a pool into the claimant's rig; a claim that "
+        "lapses returns it to the pool.",
+    )
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -279,6 +300,17 @@ class Bead(models.Model):
         indexes = [
             models.Index(fields=["rig", "status", "priority", "created_at"], name="bead_rig_ready"),
             models.Index(fields=["status", "priority", "created_at"], name="bead_status_order"),
+            # the lease sweep (claims that lapsed) and a run's claims (renewed, returned)
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="in_progress", lease_expires_at__isnull=False),
+                name="bead_lease_expiry",
+            ),
+            models.Index(
+                fields=["claimed_by_run_id"],
+                condition=Q(claimed_by_run_id__isnull=False),
+                name="bead_claim_run",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -324,3 +356,28 @@ class BeadDependency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bead_id} {self.type} {self.depends_on_id}"
+
+
+class BeadComment(models.Model):
+    """A note on a bead by an agent or a person (`gt comment`): how rigs talk about one task.
+    Written once, never edited."""
+
+    bead = models.ForeignKey(Bead, on_delete=models.CASCADE, related_name="comments")
+    author_agent = models.ForeignKey(
+        Agent, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    author_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    author = models.CharField(
+        max_length=150, help_text="The author's name as it was written (agent or user name)."
+    )
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["bead_id", "created_at", "id"]
+        indexes = [models.Index(fields=["bead", "created_at"], name="bead_comment_order")]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.bead_id}: {self.text[:40]}"

@@ -147,8 +147,9 @@ class Plan:
         if match and int(match[1]) < len(self.legs):
             leg = self.legs[int(match[1])]
             wanted = match[2] or ""
-            if wanted in ("rig", "agent"):
-                return leg.lines.get("rig") or leg.lines.get("agent") or leg.line
+            if wanted in ("rig", "agent"):  # with both given, the second is the one too many
+                given = [leg.lines[k] for k in ("rig", "agent") if k in leg.lines]
+                return max(given, default=leg.line)
             return leg.lines.get(wanted, leg.line)
         if name == "description" and self.text_line:
             return self.text_line
@@ -215,6 +216,9 @@ def plan_parse(text: str) -> tuple[Plan, list[PlanError]]:
             plan.text.append(line.rstrip())
 
     for n, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            error(n, "this line contains a NUL character (a binary file?): remove it.")
+            line = line.replace("\x00", "")
         stripped = line.strip()
         if fence:  # inside a code block: text, whatever it looks like
             add_text(n, line)

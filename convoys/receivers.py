@@ -25,3 +25,9 @@ def on_merge_landed(sender, merge_requests, repository, target_branch, **kwargs)
     services.convoys_follow_merge_landed(
         merge_requests=merge_requests, repository=repository, target_branch=target_branch
     )
+
+
+@receiver(signals.rig_heartbeat)
+def on_rig_heartbeat(sender, rig, at, **kwargs) -> None:
+    if rig.agent_id:
+        services.bead_leases_renew(agent=rig.agent, rig=rig, now=at)

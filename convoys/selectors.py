@@ -141,15 +141,21 @@ def beads_ready(
     ids: Iterable[int] | None = None,
     now: datetime | None = None,
     limit: int | None = None,
+    lapsed_claims: bool = False,
 ) -> QuerySet[Bead]:
     """The beads that can be started now (see the rules above), most urgent first. One query.
 
     Narrow with these arguments rather than with `.filter()` on the result: the scope also
-    bounds the ancestor walk (a later filter is still correct, only slower).
+    bounds the ancestor walk (a later filter is still correct, only slower). `lapsed_claims`
+    also counts beads in progress whose claim's lease has lapsed (what a claim may take over;
+    the sweep returns them to open within a minute, and `ready` lists them then).
     """
     now = now or timezone.now()
+    status = Q(status=Bead.Status.OPEN)
+    if lapsed_claims:
+        status |= Q(status=Bead.Status.IN_PROGRESS, lease_expires_at__lt=now)
     candidates = (
-        Bead.objects.filter(status=Bead.Status.OPEN)
+        Bead.objects.filter(status)
         .filter(Q(defer_until__isnull=True) | Q(defer_until__lte=now))
         .filter(~Exists(_open_blockers()))
         # the work of a finished leg or an ended convoy is over (subqueries: see bead_claim)
@@ -579,3 +585,71 @@ def convoy_derived_state(convoy: Convoy, counted: list[Leg], landing: MergeReque
     if all(leg.state == Leg.State.MERGING for leg in unlanded):
         return S.LANDING
     return S.LAUNCHED
+
+
+# --- Beads: blocked -------------------------------------------------------------------------
+
+
+def beads_blocked(
+    *,
+    rig: Rig | int | None = None,
+    leg: Leg | int | None = None,
+    convoy: Convoy | int | None = None,
+    repository: Any = None,
+    now: datetime | None = None,
+) -> QuerySet[Bead]:
+    """The beads that wait (`gt blocked`): not closed, not in progress, not ready, and not of a
+    finished leg or an ended convoy (that work is over, not blocked). Most urgent first. One
+    query; `beads_blocked_reasons` says why, for a page of them."""
+    now = now or timezone.now()
+    scope = {"rig": rig, "leg": leg, "convoy": convoy, "repository": repository}
+    qs = _bead_scope(
+        Bead.objects.filter(
+            status__in=(Bead.Status.OPEN, Bead.Status.BLOCKED, Bead.Status.DEFERRED)
+        ),
+        **scope,
+    )
+    qs = qs.exclude(Exists(legs_finished().filter(pk=OuterRef("leg_id")))).exclude(
+        Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
+    )
+    ready = beads_ready(**scope, now=now).values("pk")
+    return qs.exclude(pk__in=ready).order_by("priority", "created_at", "id")
+
+
+def beads_blocked_reasons(
+    beads: list[Bead], *, now: datetime | None = None
+) -> dict[int, tuple[list[str], list[Bead]]]:
+    """For each bead (a page of `beads_blocked`): (why it is not ready, one line each; the open
+    beads it waits for through a `blocks` edge). Two queries, plus `bead_explain` for the
+    beads that have a parent (their ancestors may block them)."""
+    now = now or timezone.now()
+    ids = [bead.pk for bead in beads]
+    blockers: dict[int, list[Bead]] = defaultdict(list)
+    for edge in (
+        BeadDependency.objects.filter(
+            bead_id__in=ids, type=BLOCKS, depends_on__status__in=NOT_CLOSED
+        )
+        .select_related("depends_on", "depends_on__assignee")
+        .order_by("depends_on__short_id")
+    ):
+        blockers[edge.bead_id].append(edge.depends_on)
+    with_parent = set(
+        BeadDependency.objects.filter(bead_id__in=ids, type=PARENT_CHILD).values_list(
+            "bead_id", flat=True
+        )
+    )
+    found: dict[int, tuple[list[str], list[Bead]]] = {}
+    for bead in beads:
+        if bead.pk in with_parent:
+            reasons = bead_explain(bead, now=now)
+        else:
+            reasons = []
+            if bead.status != Bead.Status.OPEN:
+                reasons.append(f"status is {bead.status}, not open")
+            if bead.defer_until and bead.defer_until > now:
+                reasons.append(f"deferred until {bead.defer_until.isoformat()}")
+            reasons += [
+                f"blocked by {b.short_id} ({b.status}): {b.title}" for b in blockers[bead.pk]
+            ]
+        found[bead.pk] = (reasons, blockers[bead.pk])
+    return found

@@ -7,12 +7,14 @@ live in the services, which name the field they refuse.
 import re
 from decimal import Decimal
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.params import id_or_none
 from convoys.models import Bead, BeadDependency, Convoy
 from convoys.validators import ACCEPTANCE_ITEM_MAX, ACCEPTANCE_MAX_ITEMS
+from notifications.serializers import NotificationSerializer
 from rigs.serializers import AgentSerializer
 
 MAX_ID = 2**63 - 1
@@ -33,19 +35,12 @@ def id_field(**kwargs) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
 
 
-@extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-            {"type": "string", "pattern": "^gt-[0-9a-z]+$"},
-        ],
-        "description": "a bead's id or its short id (`gt-a1b2`)",
-    }
-)
-class BeadRefField(serializers.Field):
-    """A bead by id (`42`, `"42"`) or short id (`"gt-a1b2"`); resolved by the view."""
+class IdOrNameField(serializers.Field):
+    """A thing by id (`42`, `"42"`) or by a name matching `name_pattern`; resolved by the
+    view. Subclasses say which name."""
 
-    default_error_messages = {"invalid": "not a bead id (a positive integer or gt-…)."}
+    name_pattern = ""
+    default_error_messages = {"invalid": "not an id (a positive integer) or a name."}
 
     def to_internal_value(self, data):
         if isinstance(data, bool):
@@ -58,12 +53,28 @@ class BeadRefField(serializers.Field):
             value = data.strip()
             if id_or_none(value) is not None:
                 return id_or_none(value)
-            if re.fullmatch(r"gt-[0-9a-zA-Z]{1,13}", value):
+            if not value.isdigit() and re.fullmatch(self.name_pattern, value):
                 return value
         self.fail("invalid")
 
     def to_representation(self, value):
         return value
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            {"type": "string", "pattern": "^gt-[0-9a-z]+$"},
+        ],
+        "description": "a bead's id or its short id (`gt-a1b2`)",
+    }
+)
+class BeadRefField(IdOrNameField):
+    """A bead by id (`42`, `"42"`) or short id (`"gt-a1b2"`)."""
+
+    name_pattern = r"gt-[0-9a-zA-Z]{1,13}"
+    default_error_messages = {"invalid": "not a bead id (a positive integer or gt-…)."}
 
 
 # --- beads --------------------------------------------------------------------------------------
@@ -72,6 +83,12 @@ class BeadRefField(serializers.Field):
 class BeadSerializer(serializers.ModelSerializer):
     assignee = serializers.SlugRelatedField(
         slug_field="name", read_only=True, allow_null=True, help_text="the agent's name"
+    )
+    claimed_by_run = serializers.IntegerField(
+        source="claimed_by_run_id",
+        read_only=True,
+        allow_null=True,
+        help_text="the agent run that holds the claim (its end makes the bead open again)",
     )
 
     class Meta:
@@ -94,11 +111,19 @@ class BeadSerializer(serializers.ModelSerializer):
             "defer_until",
             "close_reason",
             "claimed_at",
+            "lease_expires_at",
+            "claimed_by_run",
             "closed_at",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "lease_expires_at": {
+                "help_text": "while in progress: when the claim lapses (the bead is open again) "
+                "unless a heartbeat renews it"
+            }
+        }
 
 
 class BeadLinkSerializer(serializers.Serializer):
@@ -172,6 +197,14 @@ class BeadUpdateSerializer(serializers.Serializer):
     defer_until = serializers.DateTimeField(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Bead.Status.choices, required=False)
     close_reason = serializers.CharField(required=False, allow_blank=True, max_length=REASON_MAX)
+    assignee = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=63,
+        help_text="an agent's name; null or '' clears it. Agents may set only themselves "
+        "(or nobody); operators anyone",
+    )
 
 
 class BeadClaimSerializer(serializers.Serializer):
@@ -389,9 +422,19 @@ class ConvoyDetailSerializer(ConvoySerializer):
         return convoy.rollup["landing_merge_request"]
 
 
+class PlanTextField(serializers.CharField):
+    """A plan's text. NUL characters pass here: the plan parser names the line they are on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
+        ]
+
+
 class ConvoyImportSerializer(serializers.Serializer):
     repository = id_field()
-    plan = serializers.CharField(
+    plan = PlanTextField(
         allow_blank=True,
         trim_whitespace=False,
         max_length=PLAN_MAX,
@@ -423,7 +466,10 @@ class ConvoyImportErrorDetailSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="for an invalid plan: every error, one a line")
     field = serializers.CharField(allow_null=True, help_text="`plan` for an invalid plan")
     errors = PlanErrorSerializer(
-        many=True, required=False, help_text="an invalid plan's every error, by line"
+        many=True, required=False, help_text="an invalid plan's errors, by line (the first 100)"
+    )
+    count = serializers.IntegerField(
+        required=False, help_text="an invalid plan's number of errors (all of them)"
     )
 
 
@@ -501,3 +547,131 @@ class MeSerializer(serializers.Serializer):
         allow_null=True, help_text="the current leg of the first rig that has one"
     )
     unread_notifications = serializers.IntegerField(help_text="unacked, over all your rigs")
+
+
+# --- coordination: messages, escalations, answers, ended turns, comments, blocked beads ----------
+
+MESSAGE_MAX = 4_000  # convoys.services.coordination.MESSAGE_MAX
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$", "maxLength": 63},
+        ],
+        "description": "an id, or a slug",
+    }
+)
+class RefField(IdOrNameField):
+    """A rig or convoy by id (`7`, `"7"`) or by slug (`"api"`)."""
+
+    name_pattern = r"[a-z0-9][a-z0-9-]{0,62}"
+    default_error_messages = {"invalid": "not an id (a positive integer) or a slug."}
+
+
+def message_text(**kwargs) -> serializers.CharField:
+    return serializers.CharField(max_length=MESSAGE_MAX, **kwargs)
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    """Who to tell (exactly one of `to`, `to_rig`, `to_agent`, `to_convoy`; or none with
+    `reply_to`: back to the rig that sent that notice) and what."""
+
+    to = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=63,
+        help_text="a rig's slug, an agent's name or a convoy's slug (whichever it names)",
+    )
+    to_rig = RefField(required=False, allow_null=True, help_text="a rig: id or slug")
+    to_agent = serializers.CharField(
+        required=False, allow_blank=True, max_length=63, help_text="an agent: its rig with work"
+    )
+    to_convoy = RefField(
+        required=False, allow_null=True, help_text="a convoy: id or slug; every rig of it with work"
+    )
+    text = message_text(help_text="the message (at most 4,000 characters)")
+    reply_to = id_field(
+        required=False, allow_null=True, help_text="the notification this answers (threads by it)"
+    )
+    from_rig = RefField(
+        required=False,
+        allow_null=True,
+        help_text="agents: which of your rigs it is from (default: yours on that repository)",
+    )
+
+
+class MessageResultSerializer(serializers.Serializer):
+    to = serializers.CharField(help_text="how it was addressed: `rig api`, `convoy auth`, …")
+    count = serializers.IntegerField(help_text="how many rigs it reached")
+    messages = NotificationSerializer(many=True, help_text="one per rig told")
+
+
+class EscalationCreateSerializer(serializers.Serializer):
+    text = message_text(help_text="what you ask a person (at most 4,000 characters)")
+    bead = BeadRefField(required=False, allow_null=True, help_text="the bead it is about")
+    rig = RefField(
+        required=False, allow_null=True, help_text="which of your rigs asks (default: yours)"
+    )
+
+
+class AnswerSerializer(serializers.Serializer):
+    answer = message_text(help_text="the answer; it reaches the agent's inbox as a message")
+
+
+class AnswerResultSerializer(serializers.Serializer):
+    notification = NotificationSerializer(help_text="the escalation, now resolved")
+    reply = NotificationSerializer(
+        allow_null=True, help_text="the message in the rig's inbox (`reply_to` the escalation)"
+    )
+
+
+class TurnEndSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["escalated", "deferred"],
+        help_text="escalated: a person must decide; deferred: set aside for now",
+    )
+    reason = serializers.CharField(max_length=REASON_MAX, help_text="why (at most 2,000)")
+
+
+class BeadCommentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    bead = serializers.CharField(source="bead.short_id", help_text="the bead's short id")
+    author = serializers.CharField(help_text="the agent's or the person's name")
+    author_kind = serializers.SerializerMethodField(
+        help_text="agent, person, or gastown (a note the server wrote: a claim that lapsed)"
+    )
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_author_kind(self, comment) -> str:
+        if comment.author_agent_id:
+            return "agent"
+        return "person" if comment.author_user_id else "gastown"
+
+
+class BeadCommentCreateSerializer(serializers.Serializer):
+    text = message_text(help_text="the comment (at most 4,000 characters)")
+
+
+class BlockerSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    short_id = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.ChoiceField(choices=Bead.Status.choices)
+    rig = serializers.IntegerField(allow_null=True)
+    assignee = serializers.CharField(allow_null=True)
+
+
+class BlockedBeadSerializer(BeadSerializer):
+    reasons = serializers.ListField(
+        child=serializers.CharField(), help_text="why it cannot start, one line each"
+    )
+    blocked_by = BlockerSerializer(
+        many=True, help_text="the open beads it waits for (directly, `blocks` edges)"
+    )
+
+    class Meta(BeadSerializer.Meta):
+        fields = [*BeadSerializer.Meta.fields, "reasons", "blocked_by"]
+        read_only_fields = fields

@@ -84,12 +84,31 @@ _KINDS = [
     EventKind("bead.status", "a bead's status changed", ("bead", "title", "from", "to")),
     EventKind(
         "bead.claimed",
-        "a bead was claimed",
-        ("bead", "title", "agent", "from", "to", "moved_to_rig"),
+        "a bead was claimed (a lease until `lease_expires_at`, held by the agent's `run`)",
+        ("bead", "title", "agent", "from", "to", "moved_to_rig", "run", "lease_expires_at"),
     ),
     EventKind("bead.dependency_added", "a dependency was added", ("bead", "depends_on", "type")),
     EventKind("bead.dependency_removed", "a dependency was removed", ("bead", "depends_on")),
     EventKind("beads.unblocked", "closing a bead unblocked others", ("rig", "by", "beads")),
+    EventKind(
+        "bead.claim_lapsed",
+        "a claim ended without the bead being closed: its lease lapsed (no heartbeat) or its "
+        "run ended; the bead is open again with no assignee (back in its pool if a claim took "
+        "it from one), and a note says why",
+        ("bead", "title", "agent", "run", "cause", "reason", "from", "to", "to_pool", "comment"),
+    ),
+    EventKind(
+        "bead.released",
+        "a claim was given up: the bead is open again, with no assignee",
+        ("bead", "title", "agent", "from", "to", "by", "to_pool"),
+    ),
+    EventKind("bead.commented", "a comment was added to a bead", ("bead", "comment", "author")),
+    EventKind(
+        "rig.turn_ended",
+        "a rig's agent ended its turn without a merge (escalated or deferred); the runner "
+        "does not relaunch it until a person answers or launches it",
+        ("rig", "slug", "status", "reason", "notification"),
+    ),
     # notifications
     EventKind(
         "notification.new",

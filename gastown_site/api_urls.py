@@ -42,6 +42,7 @@ urlpatterns = [
     path("rigs/<int:pk>/sync/", rigs_api.RigSyncView.as_view(), name="rig-sync"),
     path("rigs/<int:pk>/retry/", rigs_api.RigRetryView.as_view(), name="rig-retry"),
     path("rigs/<int:pk>/teardown/", rigs_api.RigTeardownView.as_view(), name="rig-teardown"),
+    path("rigs/<int:pk>/end-turn/", convoys_api.RigTurnEndView.as_view(), name="rig-end-turn"),
     path(
         "rigs/<int:pk>/merge-requests/",
         convoys_api.RigMergeRequestView.as_view(),
@@ -69,9 +70,12 @@ urlpatterns = [
     path("convoys/<int:pk>/cancel/", convoys_api.ConvoyCancelView.as_view(), name="convoy-cancel"),
     # beads
     path("beads/", convoys_api.BeadListView.as_view(), name="bead-list"),
+    path("beads/blocked/", convoys_api.BeadBlockedView.as_view(), name="bead-blocked"),
     path("beads/<str:ref>/", convoys_api.BeadDetailView.as_view(), name="bead-detail"),
     path("beads/<str:ref>/claim/", convoys_api.BeadClaimView.as_view(), name="bead-claim"),
     path("beads/<str:ref>/close/", convoys_api.BeadCloseView.as_view(), name="bead-close"),
+    path("beads/<str:ref>/release/", convoys_api.BeadReleaseView.as_view(), name="bead-release"),
+    path("beads/<str:ref>/comments/", convoys_api.BeadCommentView.as_view(), name="bead-comments"),
     path(
         "beads/<str:ref>/dependencies/",
         convoys_api.BeadDependencyView.as_view(),
@@ -96,6 +100,14 @@ urlpatterns = [
         notifications_api.NotificationAckView.as_view(),
         name="notification-ack",
     ),
+    path(
+        "notifications/<int:pk>/answer/",
+        convoys_api.NotificationAnswerView.as_view(),
+        name="notification-answer",
+    ),
+    # coordination: messages between rigs, questions to people
+    path("messages/", convoys_api.MessageCreateView.as_view(), name="message-create"),
+    path("escalations/", convoys_api.EscalationCreateView.as_view(), name="escalation-create"),
     # the event log
     path("events/", events_api.EventListView.as_view(), name="event-list"),
     # the CLI

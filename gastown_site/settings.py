@@ -136,6 +136,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "runner.context_processors.sandbox",
+                "board.context_processors.escalations",
             ],
         },
     },
@@ -214,6 +215,7 @@ CELERY_BEAT_SCHEDULE = {
     "merge-queues": {"task": "rigs.tasks.merge_queues_kick", "schedule": 30.0},
     "supervise-agent-runs": {"task": "runner.tasks.agent_runs_supervise", "schedule": 10.0},
     "prune-run-logs": {"task": "runner.tasks.agent_run_logs_prune", "schedule": 3600.0},
+    "expire-claim-leases": {"task": "convoys.tasks.bead_leases_expire", "schedule": 30.0},
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
@@ -362,6 +364,11 @@ GASTOWN_REPOSITORY_ROOTS = [
 ]
 GASTOWN_WORKTREE_ROOT = DATA_DIR / "worktrees"
 GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SECONDS", "300"))
+# A claim on a bead is a lease: renewed by the holder's heartbeats (and its run's output), it
+# lapses after this long without one and the bead is open again (convoys/services/leases.py).
+GASTOWN_CLAIM_LEASE_SECONDS = int(os.environ.get("GASTOWN_CLAIM_LEASE_SECONDS", "600"))
+if GASTOWN_CLAIM_LEASE_SECONDS < 1:
+    raise ImproperlyConfigured("GASTOWN_CLAIM_LEASE_SECONDS must be at least 1 (seconds).")
 GASTOWN_GIT_TIMEOUT_SECONDS = int(os.environ.get("GASTOWN_GIT_TIMEOUT_SECONDS", "120"))
 
 # Agent runs: where agents reach the API, how many run at once on this machine, restarts.

@@ -32,6 +32,8 @@ class NotificationAdmin(admin.ModelAdmin):
         "source_rig",
         "source_merge_request",
         "source_commits",
+        "sender",
+        "reply_to",
         "cascade",
         "depth",
         "fingerprint",

@@ -38,6 +38,8 @@ class Notification(models.Model):
         MERGED = "merged"
         ASSIGNED = "assigned", "work assigned"
         ESCALATION = "escalation"
+        DEFERRED = "deferred", "turn deferred"
+        MESSAGE = "message"
         INFO = "info"
 
     class Severity(models.TextChoices):
@@ -58,6 +60,17 @@ class Notification(models.Model):
         MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     source_commits = models.CharField(max_length=100, blank=True, help_text="old..new")
+    sender = models.CharField(
+        max_length=150, blank=True, help_text="Who wrote it (a message, an escalation, an answer)."
+    )
+    reply_to = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replies",
+        help_text="The notice this message answers: replies thread by it.",
+    )
     cascade = models.UUIDField(default=uuid.uuid4, db_index=True)
     depth = models.PositiveSmallIntegerField(default=0)
     fingerprint = models.CharField(max_length=64, help_text="Identical notifications merge.")
@@ -107,6 +120,8 @@ class Notification(models.Model):
 
 
 ACTION_SEVERITIES = (Notification.Severity.WARNING, Notification.Severity.CRITICAL)
+# Notices that ask a person (not the agent): answered on the board (`notifications/{id}/answer/`).
+ASKS_PERSON_KINDS = (Notification.Kind.ESCALATION, Notification.Kind.DEFERRED)
 
 
 class NotificationVersion(models.Model):

@@ -28,6 +28,8 @@ class NotificationSerializer(serializers.ModelSerializer):
             "source_rig",
             "source_merge_request",
             "source_commits",
+            "sender",
+            "reply_to",
             "acked_at",
             "created_at",
             "updated_at",

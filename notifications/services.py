@@ -36,6 +36,7 @@ SUMMARY_MAX = Notification._meta.get_field("summary").max_length
 ACTION_MAX = 20_000  # what to do: a long file list is cut, never stored whole
 TOPIC_MAX = Notification._meta.get_field("topic").max_length
 RESOLUTION_MAX = Notification._meta.get_field("resolution").max_length
+SENDER_MAX = Notification._meta.get_field("sender").max_length
 REVISIONS_KEPT = 20  # an updated notice keeps its last versions, not every count it went through
 REVISION_ACTION_MAX = 500
 REVISED_FIELDS = (
@@ -86,9 +87,12 @@ def notification_send(
     cascade: uuid.UUID | None = None,
     depth: int = 0,
     convoy_id: int | None = None,
+    sender: str = "",
+    reply_to: Notification | None = None,
 ) -> Notification | None:
     """Tell `rig` something: `notifications_send_many` for one. Returns None for an archived
-    rig (nobody is left to read it)."""
+    rig (nobody is left to read it). `sender` (who wrote it) and `reply_to` (the notice it
+    answers) are for messages, escalations and their answers."""
     sent = notifications_send_many(
         [
             {
@@ -105,6 +109,8 @@ def notification_send(
                 "cascade": cascade,
                 "depth": depth,
                 "convoy_id": convoy_id,
+                "sender": sender,
+                "reply_to": reply_to,
             }
         ]
     )
@@ -273,6 +279,8 @@ def _send(prepared: list[_Prepared]) -> list[Notification]:
                 cascade=item.get("cascade") or uuid.uuid4(),
                 depth=item.get("depth", 0),
                 fingerprint=p.fingerprint,
+                sender=(item.get("sender") or "")[:SENDER_MAX],
+                reply_to=item.get("reply_to"),
             )
             new[p.key] = notification
             results.append((p, notification, "notification.new"))

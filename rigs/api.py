@@ -2,14 +2,16 @@
 services. (Views that need convoys, like `me/` and a rig's merge request, live in convoys/api.py:
 rigs knows nothing about convoys.)"""
 
+import os
 from pathlib import Path
 
 from django import forms
 from django.conf import settings
+from django.db.models.functions import Length
 from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -74,10 +76,43 @@ class RigFilter(filters.FilterSet):
         fields = ["repository", "agent", "state", "slug"]
 
 
+def worktree_ancestors(value: str) -> list[str]:
+    """`?worktree=`: an absolute path, and every directory above it (the worktrees that may
+    hold it), deepest first. 400 naming the parameter for a relative or odd path."""
+    text = value.strip()
+    if not text.startswith("/") or "\x00" in text or len(text) > 4096:
+        raise ValidationError({"worktree": "give an absolute path (e.g. the current directory)."})
+    path = Path(os.path.normpath(text))
+    return [str(p) for p in (path, *path.parents)]
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "worktree",
+            OpenApiTypes.STR,
+            description="an absolute path: the rig whose worktree holds it (the deepest first); "
+            "agents: only among their own rigs",
+        )
+    ],
+    methods=["GET"],
+)
 class RigListView(generics.ListCreateAPIView):
     serializer_class = RigSerializer
     filterset_class = RigFilter
     queryset = Rig.objects.select_related("agent", "repository").order_by("id")
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        value = self.request.query_params.get("worktree")
+        if value is None or self.request.method != "GET":
+            return qs
+        ancestors = worktree_ancestors(value)
+        agent = calling_agent(self.request)
+        if agent is not None:  # an agent looks itself up: its own rigs only
+            qs = qs.filter(agent=agent)
+        qs = qs.filter(worktree_path__in=ancestors).exclude(state=Rig.State.ARCHIVED)
+        return qs.order_by(Length("worktree_path").desc(), "-id")
 
     @extend_schema(request=RigCreateSerializer, responses={201: RigSerializer})
     def post(self, request: Request, *args, **kwargs) -> Response:

@@ -10,6 +10,7 @@
 from rest_framework import permissions
 
 from rigs.auth import AgentUser, calling_agent
+from rigs.models import Rig
 
 OPERATOR_GROUP = "operator"
 VIEWER_GROUP = "viewer"
@@ -144,3 +145,27 @@ def may_write_bead(user_or_request, bead) -> bool:
     if bead.rig_id is not None:
         return bead.rig.agent_id == agent.id
     return bead.assignee_id == agent.id
+
+
+def agent_repository_ids(agent) -> set[int]:
+    """The repositories an agent works in: those of its rigs that are not archived."""
+    cached = getattr(agent, "_gastown_repository_ids", None)
+    if cached is None:
+        cached = set(
+            Rig.objects.filter(agent=agent)
+            .exclude(state=Rig.State.ARCHIVED)
+            .values_list("repository_id", flat=True)
+        )
+        agent._gastown_repository_ids = cached
+    return cached
+
+
+def may_coordinate_in(user_or_request, repository_id: int | None) -> bool:
+    """May this person or agent write to other rigs of this repository: send their rigs a
+    message, comment on their beads? Operators anywhere; an agent in the repositories it works
+    in (one of its rigs is there); viewers and people without a role nowhere."""
+    user = getattr(user_or_request, "user", user_or_request)
+    if is_operator(user):
+        return True
+    agent = getattr(user, "agent", None) if isinstance(user, AgentUser) else None
+    return agent is not None and repository_id in agent_repository_ids(agent)

@@ -16,3 +16,5 @@ branch_updated = Signal()
 merge_request_state_changed = Signal()
 # merge_requests (list), repository, target_branch, old_tip, new_tip, changed_paths
 merge_landed = Signal()
+# rig, at: the rig's agent said it is alive (`POST rigs/{id}/heartbeat/`); its claims renew
+rig_heartbeat = Signal()

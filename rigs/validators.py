@@ -51,3 +51,9 @@ def validate_globs(value: list) -> None:
             raise ValidationError(
                 f"'{glob!r}' contains a forbidden character.", code="invalid_glob"
             )
+        if re.search(r"\[(?![^\]]*\])", glob.replace("[[]", "")):
+            # fnmatch would read an unclosed '[' as itself: almost always a typo
+            raise ValidationError(
+                f"'{glob}' has a '[' without its ']': close it, or write '[[]' for a '[' itself.",
+                code="invalid_glob",
+            )

@@ -82,7 +82,7 @@ class RigWithRunsAdmin(RigWithBeadsAdmin):
             request,
             queryset,
             lambda rig: services.agent_run_request(
-                rig=rig, requested_by=who, reason=f"launched by {who} (admin)"
+                rig=rig, requested_by=who, reason=f"launched by {who} (admin)", by_person=True
             ),
             "Launched the agent of",
         )

@@ -88,6 +88,7 @@ class RigRunLaunchView(RigActionView):
             rig=rig,
             requested_by=str(request.user),
             reason=body.validated_data["reason"] or f"launched by {request.user}",
+            by_person=True,
         )
         return Response(AgentRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -13,12 +13,16 @@ class RunnerConfig(AppConfig):
 
     def ready(self) -> None:
         from common.process import RUN_MARKER
+        from convoys.services.leases import CLAIM_RUN_FINDERS
         from rigs.auth import TOKEN_KINDS
         from runner import receivers  # noqa: F401  (launches agents when convoys hand out work)
         from runner.auth import run_principal
         from runner.models import AgentRun
+        from runner.selectors import claim_holder_run
 
         TOKEN_KINDS[AgentRun.TOKEN_PREFIX] = run_principal
+        if claim_holder_run not in CLAIM_RUN_FINDERS:  # a claim is held by the agent's run
+            CLAIM_RUN_FINDERS.append(claim_holder_run)
         # once per server or worker process (a run's supervisor says so in the run's log)
         if settings.GASTOWN_SANDBOX == "none" and RUN_MARKER not in os.environ:
             logger.warning(

@@ -153,6 +153,8 @@ def agent_runs_shutdown(reason: str = "Gas Town is shutting down") -> int:
             process.group_signal(pid, 9)
         run.refresh_from_db()
         services.agent_run_exited(run=run, exit_code=None)
+        if rules.turn_ended(run.rig_id, run.leg_id) is not None:
+            continue  # its agent had ended its turn: a person relaunches it
         try:
             services.agent_run_request(
                 rig=run.rig,

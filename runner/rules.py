@@ -4,9 +4,12 @@ Services, operations and the board all ask here."""
 
 import signal
 
+from django.db.models import Q
+
 from common import process
 from convoys.models import Convoy, Leg
-from notifications.models import Notification
+from convoys.services.coordination import turn_topic
+from notifications.models import ACTION_SEVERITIES, Notification
 from rigs.models import Agent, Repository, Rig
 from runner import presets
 from runner.models import AgentRun
@@ -94,3 +97,28 @@ def exit_description(exit_code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exit_code}"
     return f"exited with code {exit_code}"
+
+
+def turn_ended(rig_id: int, leg_id: int | None) -> Notification | None:
+    """The open "turn ended" notice of a rig for a leg (`gt done --status escalated|deferred`),
+    or None. While it is open the runner neither restarts nor wakes the rig's agent for that
+    leg: a person answers it or launches the agent."""
+    return (
+        Notification.objects.filter(
+            rig_id=rig_id, topic=turn_topic(leg_id), state=Notification.State.OPEN
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+def notice_wakes(kind: str, severity: str) -> bool:
+    """Does a notice ask the rig's idle agent to act now? The WAKE_KINDS, and a message that
+    asks for an action (an answer to the agent's escalation: warning), not a peer's note."""
+    return kind in WAKE_KINDS or (
+        kind == Notification.Kind.MESSAGE and severity in ACTION_SEVERITIES
+    )
+
+
+# The same rule as a query: the open notices that wake their rig's idle agent.
+WAKING = Q(kind__in=WAKE_KINDS) | Q(kind=Notification.Kind.MESSAGE, severity__in=ACTION_SEVERITIES)

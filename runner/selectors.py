@@ -9,6 +9,16 @@ LOG_CHUNK_MAX = 256 * 1024
 LOG_TAIL_DEFAULT = 16 * 1024
 
 
+def claim_holder_run(agent_id: int, rig_id: int) -> int | None:
+    """The run that holds the claims `agent_id` makes in `rig_id`: its live (starting or
+    running) run there, if any. Registered with `convoys.services.leases.CLAIM_RUN_FINDERS`."""
+    return (
+        AgentRun.objects.filter(agent_id=agent_id, rig_id=rig_id, state__in=AgentRun.PROCESS_STATES)
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def runs_for_rig(rig: Rig | int, limit: int = 10) -> list[AgentRun]:
     return list(
         AgentRun.objects.filter(rig=rig).select_related("agent", "leg").order_by("-id")[:limit]

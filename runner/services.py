@@ -24,6 +24,8 @@ from convoys.selectors import (
     rig_finished_work,
     work_finished_message,
 )
+from convoys.services.coordination import turn_notices_resolve
+from convoys.services.leases import bead_claims_end_for_run, bead_leases_renew
 from events.services import event_append
 from notifications.models import Notification
 from notifications.services import notification_send
@@ -37,10 +39,12 @@ from runner.rules import (
     convoy_budget_message,
     exit_description,
     leg_needs_agent,
+    turn_ended,
 )
 
 logger = logging.getLogger(__name__)
 State = AgentRun.State
+RENEW_MIN_GAIN_SECONDS = 60  # the run's output renews its claims' leases at most this often
 
 
 class RunConflict(Refusal):
@@ -80,6 +84,10 @@ def agent_run_transition(*, run: AgentRun, to: str, reason: str = "", **fields) 
             "reason": run.reason,
         },
     )
+    if old in AgentRun.PROCESS_STATES and to not in AgentRun.PROCESS_STATES:
+        # the run is over: the beads it claimed and did not close are open again
+        ended = f"run {run.id} ended {to}" + (f" ({run.reason})" if run.reason else "")
+        bead_claims_end_for_run(run_id=run.id, reason=f"{ended} without closing it")
     return run
 
 
@@ -133,10 +141,12 @@ def agent_run_request(
     attempt: int = 1,
     restart_of: AgentRun | None = None,
     not_before=None,
+    by_person: bool = False,
 ) -> AgentRun:
     """Queue a run of the rig's agent. Refused (ValidationError) when there is nothing to run,
     (RunConflict) when the rig already has an active run, its work is finished (its leg
-    landed) or its convoy's budget is spent."""
+    landed) or its convoy's budget is spent. `by_person`: a person launched it, which answers
+    the rig's "turn ended" notices (the agent is back at work)."""
     current = rig_current_leg(rig)
     leg = leg or current
     finished = rig_finished_work(rig, None) if current is None else None
@@ -168,6 +178,8 @@ def agent_run_request(
         raise RunConflict("run_active", f"rig {rig.slug} already has an active run.") from exc
     queued = {"from": "", "to": State.QUEUED, "agent": agent.name, "reason": reason}
     run_event(run, "run.state", queued)
+    if by_person:
+        turn_notices_resolve(rig=rig, resolution=f"the agent was launched again by {requested_by}")
     delay = (not_before - timezone.now()).total_seconds() if not_before else 0
     transaction.on_commit(lambda: dispatch_soon(max(0.0, delay)))
     return run
@@ -275,6 +287,8 @@ def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None
     rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
     if rig_finished_work(rig) is not None:
         return  # its leg landed (or ended) meanwhile: nothing to go on with, no one to ask
+    if turn_ended(rig.pk, run.leg_id) is not None:
+        return  # the agent ended its turn (escalated or deferred): a person acts first
     limit = settings.GASTOWN_RUN_MAX_RESTARTS
     if run.attempt > limit:
         agent_run_escalate(run=run, why=used_up)
@@ -377,7 +391,12 @@ def agent_run_stop(*, run: AgentRun, requested_by: str = "") -> AgentRun:
 
 @transaction.atomic
 def agent_run_output_seen(*, run_id: int) -> None:
-    AgentRun.objects.filter(pk=run_id).update(last_output_at=timezone.now())
+    """The supervisor saw output: the run is alive, and so are the claims it holds (renewed
+    at most once a minute: a renewal that would gain less is skipped)."""
+    now = timezone.now()
+    AgentRun.objects.filter(pk=run_id).update(last_output_at=now)
+    gain = min(RENEW_MIN_GAIN_SECONDS, settings.GASTOWN_CLAIM_LEASE_SECONDS / 10)
+    bead_leases_renew(run_id=run_id, now=now, min_gain_seconds=gain)
 
 
 # --- what other apps' signals ask of the runner (runner/receivers.py) ------------------------
@@ -391,6 +410,8 @@ def agent_run_launch_for_handed_leg(*, leg: Leg, rig: Rig) -> AgentRun | None:
         return None
     if AgentRun.objects.filter(rig=rig, state__in=AgentRun.ACTIVE_STATES).exists():
         return None
+    if turn_ended(rig.pk, leg.pk) is not None:
+        return None  # its agent ended its turn on this leg: a person acts first
     return agent_run_launch_for_leg(
         rig=rig,
         leg=leg,

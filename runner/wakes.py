@@ -1,6 +1,8 @@
 """Waking idle agents: a rig told to act (an interface it uses changed, its merge conflicted,
-its gate failed...) whose agent is not running gets it launched, so that someone acts on it;
-bounded per leg by GASTOWN_RUN_MAX_WAKES, then a person is asked."""
+its gate failed, a person answered its escalation...) whose agent is not running gets it
+launched, so that someone acts on it; bounded per leg by GASTOWN_RUN_MAX_WAKES, then a person
+is asked. An agent that ended its turn (`gt done --status escalated|deferred`) is not woken
+while that notice is open."""
 
 from django.conf import settings
 from django.db import transaction
@@ -11,13 +13,20 @@ from notifications.models import Notification
 from rigs.models import Rig
 from runner import services, tasks
 from runner.models import AgentRun
-from runner.rules import WAKE_KINDS, WAKE_REQUESTER, agent_launchable, leg_needs_agent
+from runner.rules import (
+    WAKE_REQUESTER,
+    WAKING,
+    agent_launchable,
+    leg_needs_agent,
+    notice_wakes,
+    turn_ended,
+)
 
 
 def rigs_wake_later(*, notifications: list[Notification]) -> None:
     """Rigs just told to act get their idle agent launched, after the commit and in a task (a
     cascade tells a hundred rigs in one transaction)."""
-    rig_ids = sorted({n.rig_id for n in notifications if n.kind in WAKE_KINDS})
+    rig_ids = sorted({n.rig_id for n in notifications if notice_wakes(n.kind, n.severity)})
     if rig_ids:
         transaction.on_commit(lambda: tasks.agent_runs_wake.delay(rig_ids))
 
@@ -31,9 +40,7 @@ def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
     idle = set(rig_ids) - set(busy.values_list("rig_id", flat=True))
     legs = {rig_id: leg for rig_id, leg in rigs_current_legs(idle).items() if leg_needs_agent(leg)}
     pending = (
-        Notification.objects.filter(
-            rig_id__in=legs, state=Notification.State.OPEN, kind__in=WAKE_KINDS
-        )
+        Notification.objects.filter(WAKING, rig_id__in=legs, state=Notification.State.OPEN)
         .order_by("rig_id", "-id")
         .values_list("rig_id", "summary")
     )
@@ -45,6 +52,8 @@ def agent_runs_wake(*, rig_ids: list[int]) -> list[int]:
         if not agent_launchable(rig.agent):
             continue
         leg, summaries = legs[rig.id], told[rig.id]
+        if turn_ended(rig.id, leg.id) is not None:
+            continue  # its agent ended its turn: a person answers or launches it
         if _wakes_used_up(rig, leg):
             continue
         reason = f"woken by {len(summaries)} unacknowledged notification(s): {summaries[0]}"

@@ -164,20 +164,26 @@ def asgi_server(redis_server, transactional_db):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start: {log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_healthy(base, process, log_path)
         yield base
     finally:
         stop_process_group(process)
+
+
+def wait_healthy(base: str, process: subprocess.Popen, log_path: Path, seconds: float = 60) -> None:
+    """Wait until the server at `base` answers /healthz (its log's tail in the error if it
+    exits or takes longer than `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -4,6 +4,8 @@ serialize. Domain refusals (`common.errors.Refusal`) become their status in `com
 - `me.py`: who am I, and the prime briefing (`convoys.briefing`);
 - `convoys.py`: convoys; `beads.py`: the task graph (a rig's inbox is `notifications.api`);
 - `merge_requests.py`: a rig asks to land its branch;
+- `coordination.py`: messages, escalations and their answers, ended turns, comments on beads,
+  releasing a claim, blocked beads;
 - `base.py`: reading a body, finding an object or a bead, the bead write check.
 """
 
@@ -23,23 +25,39 @@ from convoys.api.convoys import (
     ConvoyLaunchView,
     ConvoyListView,
 )
+from convoys.api.coordination import (
+    BeadBlockedView,
+    BeadCommentView,
+    BeadReleaseView,
+    EscalationCreateView,
+    MessageCreateView,
+    NotificationAnswerView,
+    RigTurnEndView,
+)
 from convoys.api.me import MeView, PrimeView
 from convoys.api.merge_requests import RigMergeRequestView
 
 __all__ = [
+    "BeadBlockedView",
     "BeadClaimView",
     "BeadCloseView",
+    "BeadCommentView",
     "BeadDependencyDetailView",
     "BeadDependencyView",
     "BeadDetailView",
     "BeadListView",
+    "BeadReleaseView",
     "ConvoyCancelView",
     "ConvoyDetailView",
     "ConvoyImportView",
     "ConvoyLaunchView",
     "ConvoyListView",
+    "EscalationCreateView",
     "MeView",
+    "MessageCreateView",
+    "NotificationAnswerView",
     "PrimeView",
     "RigMergeRequestView",
+    "RigTurnEndView",
     "bead_row",
 ]

@@ -87,6 +87,8 @@ def bead_row(bead: Bead) -> dict:
         "defer_until": _iso(bead.defer_until),
         "close_reason": bead.close_reason,
         "claimed_at": _iso(bead.claimed_at),
+        "lease_expires_at": _iso(bead.lease_expires_at),
+        "claimed_by_run": bead.claimed_by_run_id,
         "closed_at": _iso(bead.closed_at),
         "created_at": _iso(bead.created_at),
         "updated_at": _iso(bead.updated_at),
@@ -196,6 +198,21 @@ BEAD_PATH = OpenApiParameter(
 )
 
 
+def _assignee(request: Request, name: str | None) -> Agent | None:
+    """PATCH's `assignee`: an agent by name (400 when unknown), None to clear it. Agents may
+    name only themselves (or nobody); operators anyone."""
+    agent = Agent.objects.filter(name=name).first() if name else None
+    if name and agent is None:
+        raise ValidationError({"assignee": f"agent '{name}' does not exist."})
+    me = calling_agent(request)
+    if me is not None and agent is not None and agent != me:
+        raise PermissionDenied(
+            "Agents assign beads to themselves or to nobody; an operator hands work to another "
+            "agent (or tell it: `gt send`)."
+        )
+    return agent
+
+
 @extend_schema(parameters=[BEAD_PATH])
 class BeadDetailView(APIView):
     """A bead with its dependencies, dependents and why it is not ready. PATCH edits it through
@@ -228,6 +245,14 @@ class BeadDetailView(APIView):
         check_bead_write(request, bead)
         data = body(BeadUpdateSerializer, request, partial=True)
         to, reason = data.pop("status", None), data.pop("close_reason", "")
+        if "assignee" in data:
+            data["assignee"] = _assignee(request, data["assignee"])
+            if bead.status == Bead.Status.IN_PROGRESS and data["assignee"] != bead.assignee:
+                raise ValidationError(
+                    {"assignee": f"{bead.short_id} is in progress (claimed): release it first "
+                     f"(POST beads/{bead.short_id}/release/, `gt release`), then claim it for "
+                     "the agent (operators: POST claim/ with `agent`)."}
+                )  # fmt: skip
         services.bead_edit(bead=bead, values=data, status=to, close_reason=reason)
         return Response(self._detail(bead_by_ref(bead.pk)))
 
@@ -236,7 +261,10 @@ class BeadDetailView(APIView):
 class BeadClaimView(APIView):
     """Claim a ready bead (open → in_progress, you become its assignee). Atomic: of several
     claimers one wins; the others get 409 naming the holder. A bead in another agent's rig is
-    refused with 403; a pool bead moves into your rig on its repository."""
+    refused with 403; a pool bead moves into your rig on its repository. The claim is a lease
+    (`lease_expires_at`, `GASTOWN_CLAIM_LEASE_SECONDS`): your heartbeats (and your run's
+    output) renew it; when it lapses, or your run ends, the bead is open again, and a claim of
+    a bead whose lease lapsed wins. Claiming a bead you hold renews its lease."""
 
     @extend_schema(request=BeadClaimSerializer, responses={200: BeadSerializer})
     def post(self, request: Request, ref: str) -> Response:
@@ -246,7 +274,9 @@ class BeadClaimView(APIView):
         if agent is not None:
             if name and name != agent.name:
                 raise PermissionDenied("Agents claim beads for themselves only.")
-            if bead.rig_id and bead.rig.agent_id != agent.id:
+            # a pool bead another agent's claim took into its rig is still a pool bead: the
+            # claim wins once that claim's lease lapsed (409 naming the holder until then)
+            if bead.rig_id and bead.rig.agent_id != agent.id and not bead.claimed_from_pool:
                 raise PermissionDenied(
                     f"{bead.short_id} is in rig {bead.rig.slug}, which is not yours; claim beads "
                     "in your own rigs or in a pool."

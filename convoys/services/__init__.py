@@ -11,6 +11,12 @@ in the same transaction. The package re-exports every public service, so callers
   BeadWorkFinished), bead_close, bead_reopen, bead_transition, bead_update.
 - `convoys.services.bead_graph`: bead_dependency_add (DependencyCycle), bead_dependency_remove,
   bead_dependency_path.
+- `convoys.services.leases`: claims are leases: bead_leases_renew, bead_leases_expire (the
+  periodic sweep), bead_claims_end_for_run (a run ended); CLAIM_RUN_FINDERS (the runner says
+  which run holds a claim).
+- `convoys.services.coordination`: message_send (message_recipients), escalation_raise,
+  notice_answer, rig_turn_end, bead_comment_add, bead_release (NoRecipient, NotClaimed,
+  NotAQuestion, AlreadyAnswered): rigs talk to each other and to people.
 - `convoys.services.plans`: convoy_import (PlanInvalid), plan_check: a convoy from a Markdown
   plan (`convoys.plan_import`).
 - `convoys.services.follow`: what the receivers of the rigs' signals call:
@@ -58,6 +64,11 @@ from convoys.services.follow import (
     convoys_follow_merge_request,
     convoys_follow_rig_state,
 )
+from convoys.services.leases import (
+    bead_claims_end_for_run,
+    bead_leases_expire,
+    bead_leases_renew,
+)
 from convoys.services.plans import PlanInvalid, convoy_import, plan_check
 
 __all__ = [
@@ -68,12 +79,15 @@ __all__ = [
     "PlanInvalid",
     "WorkFinished",
     "bead_claim",
+    "bead_claims_end_for_run",
     "bead_close",
     "bead_create",
     "bead_dependency_add",
     "bead_dependency_path",
     "bead_dependency_remove",
     "bead_edit",
+    "bead_leases_expire",
+    "bead_leases_renew",
     "bead_reopen",
     "bead_transition",
     "bead_update",

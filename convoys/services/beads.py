@@ -31,6 +31,15 @@ from convoys.services.bead_graph import (
     bead_dependency_add,
     bead_event,
 )
+from convoys.services.leases import (
+    bead_claim_lapse_record,
+    bead_leases_renew,
+    claim_run_id,
+    lease_fields,
+    lease_lapsed,
+    lease_seconds,
+    lease_until,
+)
 from rigs.models import Agent, MergeRequest, Repository, Rig
 
 
@@ -170,6 +179,7 @@ def bead_create(
 
 def _bead_move(bead: Bead, to: str, **fields) -> list[Bead]:
     old = bead.status
+    fields = {**lease_fields(bead, to, timezone.now()), **fields}
 
     def change() -> None:
         transition(bead, to, **fields)
@@ -254,11 +264,17 @@ def bead_edit(
 
 def _claim_rig(bead: Bead, agent: Agent) -> tuple[Rig | None, Leg | None]:
     """For a pool bead: the claiming agent's live rig on the pool's repository (preferring
-    its rig on the pool's convoy) and that rig's leg in the convoy."""
-    if bead.rig_id is not None:
+    its rig on the pool's convoy) and that rig's leg in the convoy. A pool bead that another
+    agent's claim took into its rig (`claimed_from_pool`) is still a pool bead to others."""
+    taken = bead.rig_id is not None and bead.claimed_from_pool and bead.rig.agent_id != agent.pk
+    if bead.rig_id is not None and not taken:
         return None, None
     convoy = bead.convoy
-    repository_id = bead.repository_id or (convoy.repository_id if convoy else None)
+    repository_id = (
+        bead.repository_id
+        or (convoy.repository_id if convoy else None)
+        or (bead.rig.repository_id if taken else None)
+    )
     rigs = Rig.objects.filter(
         agent=agent, repository_id=repository_id, state__in=Rig.LIVE_STATES
     ).order_by("-created_at")
@@ -274,19 +290,23 @@ def _claim_rig(bead: Bead, agent: Agent) -> tuple[Rig | None, Leg | None]:
     if not rigs:
         return None, None
     rig = next((r for r in rigs if r.pk in legs), rigs[0])
-    return rig, legs.get(rig.pk) or (bead.leg if bead.leg_id else None)
+    own_leg = bead.leg if bead.leg_id and not (taken and bead.leg.rig_id == bead.rig_id) else None
+    return rig, legs.get(rig.pk) or own_leg
 
 
 @transaction.atomic
 def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
-    """Make `agent` the bead's assignee and start it (open → in_progress).
+    """Make `agent` the bead's assignee and start it (open → in_progress), with a lease.
 
-    One conditional UPDATE (open, unassigned or assigned to this agent, ready, and not of a
-    finished leg or an ended convoy) checked by row count: of N agents claiming at once exactly
-    one wins; the others get ClaimConflict naming the holder. A bead whose leg landed (or was
-    cancelled) or whose convoy ended is refused with BeadWorkFinished (409 `work_finished`).
-    Claiming a bead you already hold is a no-op. A pool bead moves into the agent's live rig on
-    that repository when it has one.
+    One conditional UPDATE (open and unassigned or assigned to this agent, or in progress with
+    a lapsed lease; ready; not of a finished leg or an ended convoy) checked by row count: of N
+    agents claiming at once exactly one wins; the others get ClaimConflict naming the holder.
+    A claim that takes over a lapsed lease notes the lapse on the bead (`bead.claim_lapsed`).
+    The claim holds until `lease_expires_at` unless renewed (`convoys.services.leases`), and
+    names the agent's live run in the rig (`claimed_by_run_id`), whose end returns it.
+    A bead whose leg landed (or was cancelled) or whose convoy ended is refused with
+    BeadWorkFinished (409 `work_finished`). Claiming a bead you already hold renews its lease.
+    A pool bead moves into the agent's live rig on that repository when it has one.
     """
     if not agent.is_active:
         raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
@@ -299,17 +319,32 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
                 "Its work is finished."
             )
     rig, leg = _claim_rig(bead, agent)
+    # The row as it is, locked: who held it (a claim that takes over a lapsed lease says so).
+    seen = (
+        Bead.objects.select_for_update()
+        .filter(pk=bead.pk)
+        .values("status", "assignee_id", "claimed_by_run_id", "lease_expires_at", "rig_id")
+        .first()
+    ) or {"status": None, "assignee_id": None, "rig_id": bead.rig_id}
     values: dict[str, Any] = {
         "status": Bead.Status.IN_PROGRESS,
         "assignee": agent,
         "claimed_at": now,
         "updated_at": now,
+        "lease_expires_at": lease_until(now),
+        "claimed_by_run_id": claim_run_id(agent.pk, rig.pk if rig else seen["rig_id"]),
     }
     if rig is not None:
-        values.update(rig=rig, leg=leg, repository=None)
+        values.update(rig=rig, leg=leg, repository=None, claimed_from_pool=True)
     won = (
-        Bead.objects.filter(pk=bead.pk, status=Bead.Status.OPEN)
-        .filter(Q(assignee__isnull=True) | Q(assignee=agent))
+        Bead.objects.filter(pk=bead.pk)
+        # open and free (or already meant for this agent), or held on a lease that lapsed: the
+        # lapse is the row's own condition, so a renewal that commits first makes this lose
+        .filter(
+            Q(status=Bead.Status.OPEN, assignee__isnull=True)
+            | Q(status=Bead.Status.OPEN, assignee=agent)
+            | lease_lapsed(now)
+        )
         # the work of a landed or cancelled leg, or of an ended convoy, is finished. Subqueries,
         # not joins: a join would move the whole condition into a subquery of the UPDATE, and
         # the row's own conditions (status, assignee) must stay on the row that is updated.
@@ -317,24 +352,45 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
         .exclude(
             Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
         )
-        .filter(pk__in=beads_ready(ids=[bead.pk], now=now).values("pk"))
+        .filter(pk__in=beads_ready(ids=[bead.pk], now=now, lapsed_claims=True).values("pk"))
         .update(**values)
     )
     bead.refresh_from_db()
     if not won:
         holder = bead.assignee
         if holder == agent and bead.status == Bead.Status.IN_PROGRESS:
-            return bead  # already yours
+            if bead_leases_renew(agent=agent, bead=bead, now=now):  # already yours
+                bead.refresh_from_db()
+            return bead
         if finished := _finished_text(bead):
             raise BeadWorkFinished(
                 f"{bead.short_id} cannot be claimed: {finished}. Its work is finished."
             )
         if holder is not None and holder != agent:
+            lease = (
+                f" (its lease runs until {bead.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC unless "
+                "renewed)"
+                if bead.status == Bead.Status.IN_PROGRESS and bead.lease_expires_at
+                else ""
+            )
             raise ClaimConflict(
-                f"{bead.short_id} is already claimed by {holder.name}.", bead=bead, holder=holder
+                f"{bead.short_id} is already claimed by {holder.name}{lease}.",
+                bead=bead,
+                holder=holder,
             )
         reasons = bead_explain(bead, now=now) or [f"status is {bead.status}"]
         raise ClaimConflict(f"{bead.short_id} is not ready: {'; '.join(reasons)}.", bead=bead)
+    previous = seen["status"] or Bead.Status.OPEN
+    if previous == Bead.Status.IN_PROGRESS and seen["assignee_id"] != agent.pk:
+        lapsed_at = seen["lease_expires_at"]
+        bead_claim_lapse_record(
+            bead,
+            holder=Agent.objects.filter(pk=seen["assignee_id"]).first(),
+            run_id=seen["claimed_by_run_id"],
+            cause="lease",
+            reason=f"no heartbeat for {lease_seconds()} s (its lease lapsed at "
+            f"{lapsed_at:%Y-%m-%d %H:%M:%S} UTC) and {agent.name} claimed it",
+        )
     bead_event(
         "bead.claimed",
         bead,
@@ -342,9 +398,11 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
             "bead": bead.short_id,
             "title": bead.title,
             "agent": agent.name,
-            "from": Bead.Status.OPEN,
+            "from": previous,
             "to": Bead.Status.IN_PROGRESS,
             "moved_to_rig": rig.pk if rig else None,
+            "run": bead.claimed_by_run_id,
+            "lease_expires_at": bead.lease_expires_at.isoformat(),
         },
     )
     return bead

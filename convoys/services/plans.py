@@ -17,6 +17,9 @@ from rigs.models import Repository, Rig
 CLOSED_REASON = "done before the import (checked in the plan)"
 
 
+PLAN_ERRORS_SHOWN = 100  # a broken file (a binary, a wrong format) is not a 5,000-line answer
+
+
 class PlanInvalid(Refusal):
     """A plan with errors: all of them, each with its line; nothing was created."""
 
@@ -25,16 +28,20 @@ class PlanInvalid(Refusal):
     status = 400
 
     def __init__(self, errors: list[PlanError]) -> None:
-        self.errors = sorted(errors, key=lambda e: e.line)
-        count = len(self.errors)
+        everything = sorted(errors, key=lambda e: e.line)
+        self.errors = everything[:PLAN_ERRORS_SHOWN]
+        self.count = count = len(everything)
+        more = count - len(self.errors)
         super().__init__(
             f"the plan has {count} error{'s' if count != 1 else ''}; nothing was created.\n"
             + "\n".join(str(e) for e in self.errors)
+            + (f"\n… and {more} more (the first {PLAN_ERRORS_SHOWN} are shown)." if more else "")
         )
 
     def as_body(self) -> dict:
         body = super().as_body()
         body["error"]["errors"] = [e.as_dict() for e in self.errors]
+        body["error"]["count"] = self.count
         return body
 
 

@@ -136,12 +136,14 @@ def rig_progress_set(*, rig: Rig, progress: int, label: str) -> None:
 
 @transaction.atomic
 def rig_heartbeat(*, rig: Rig) -> Rig:
-    """The agent is alive: record it, and a stalled or idle rig is working again."""
+    """The agent is alive: record it (the claims it holds renew: `rig_heartbeat`), and a
+    stalled or idle rig is working again."""
     now = timezone.now()
     Rig.objects.filter(pk=rig.pk).update(last_heartbeat_at=now)
     if rig.agent_id:
         Agent.objects.filter(pk=rig.agent_id).update(last_heartbeat_at=now)
     rig.last_heartbeat_at = now
+    signals.rig_heartbeat.send(sender=Rig, rig=rig, at=now)
     if rig.state in (Rig.State.STALLED, Rig.State.READY):
         try:
             rig_transition(rig=rig, to=Rig.State.WORKING, reason="heartbeat")

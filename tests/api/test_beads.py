@@ -280,3 +280,52 @@ def test_fast_bead_rows_match_the_serializer(mine):
     assert {b["id"]: b for b in listed}[plain.id] == BeadSerializer(
         Bead.objects.get(pk=plain.pk)
     ).data
+
+
+# --- claims are leases ------------------------------------------------------------------------
+
+
+def test_a_claim_shows_its_lease_and_a_heartbeat_renews_it(mine, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.GASTOWN_CLAIM_LEASE_SECONDS = 600
+    _, client, rig = mine
+    bead = services.bead_create(title="leased", rig=rig)
+    body = client.post(f"/api/v1/beads/{bead.id}/claim/").json()
+    assert body["status"] == "in_progress" and body["claimed_by_run"] is None
+    bead.refresh_from_db()
+    assert body["lease_expires_at"] == bead.lease_expires_at.isoformat().replace("+00:00", "Z")
+    shown = client.get(f"/api/v1/beads/{bead.id}/").json()
+    assert shown["lease_expires_at"] == body["lease_expires_at"]
+    soon = timezone.now() + timedelta(seconds=20)
+    Bead.objects.filter(pk=bead.pk).update(lease_expires_at=soon)
+    assert client.post(f"/api/v1/rigs/{rig.id}/heartbeat/").status_code == 200
+    bead.refresh_from_db()
+    assert (bead.lease_expires_at - timezone.now()).total_seconds() > 590
+
+
+def test_another_agent_takes_a_pool_bead_whose_lease_lapsed(make_agent):
+    """A pool bead in the holder's rig is not 'another agent's rig' (403) but a claim: 409
+    naming the holder while its lease runs, and the claimant's once it lapsed."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    repository = factories.repository()
+    holder, holder_client = make_agent("holder")
+    rival, rival_client = make_agent("rival")
+    factories.rig(agent=holder, repository=repository, state=Rig.State.WORKING)
+    rival_rig = factories.rig(agent=rival, repository=repository, state=Rig.State.WORKING)
+    bead = services.bead_create(title="pool", repository=repository)
+    assert holder_client.post(f"/api/v1/beads/{bead.id}/claim/").status_code == 200
+    response = rival_client.post(f"/api/v1/beads/{bead.id}/claim/")
+    assert response.status_code == 409 and error_of(response)["code"] == "claimed"
+    assert "already claimed by holder (its lease runs until" in error_of(response)["message"]
+    Bead.objects.filter(pk=bead.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    response = rival_client.post(f"/api/v1/beads/{bead.id}/claim/")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["assignee"], response.json()["rig"]) == ("rival", rival_rig.id)
+    lapsed = Event.objects.get(kind="bead.claim_lapsed").payload
+    assert (lapsed["agent"], lapsed["cause"]) == ("holder", "lease")

@@ -72,6 +72,17 @@ def test_create_with_leg_descriptions_and_acceptance(setup):
     bad = gt(url, personal, "convoy", "create", "X", "--repository", str(repository.id),
              "--leg", "db", "Schema", str(rig.id), "--leg-acceptance", "nope:text")  # fmt: skip
     assert bad.returncode == 2 and "--leg-acceptance nope:text" in bad.stderr
+    # a rig by its slug (rig:SLUG), an agent by agent:NAME
+    by_slug = as_json(
+        gt(url, personal, "convoy", "create", "By slug", "--repository", str(repository.id),
+           "--leg", "db", "Schema", "rig:r-db", "--leg", "api", "Endpoints", "agent:cli-bot",
+           "--json")
+    )  # fmt: skip
+    assert [leg["rig"] for leg in by_slug["legs"]] == [rig.id, None]
+    assert Convoy.objects.get(pk=by_slug["id"]).legs.get(key="api").agent.name == "cli-bot"
+    unknown = gt(url, personal, "convoy", "create", "X", "--repository", str(repository.id),
+                 "--leg", "db", "Schema", "rig:nope")  # fmt: skip
+    assert unknown.returncode == 2 and "no rig 'nope' on repository" in unknown.stderr
 
 
 def test_import_a_plan_file(setup, tmp_path):

@@ -280,7 +280,9 @@ def test_a_broken_plan_lists_every_error_with_its_line_and_creates_nothing(opera
         ("# A\n## api — API\nRig: rig-db\nRig: rig-docs\n", 4, "`Rig:` given twice (line 3)"),
         ("# A\n## api — API\n", 2, "a leg needs a rig, or an agent"),
         ("# A\n## API — Endpoints\nAgent: bot\n", 2, "'API' is not a valid slug"),
-        ("# A\n## api — API\nRig: rig-db\nAgent: bot\n", 3, "either a rig or an agent"),
+        ("# A\n## api — API\nRig: rig-db\nAgent: bot\n", 4, "either a rig or an agent"),
+        ("# A\n## api — API\nAgent: bot\nScope: src/[abc\n", 4, "'[' without its ']'"),
+        ("# A\n## api — API\nAgent: bot\nbinary\x00here\n", 4, "contains a NUL character"),
         ("# A\n## api — API\nAgent: bot\nAcceptance: " + "x" * 301, 4, "at most 300 characters"),
         ("# A\n## api — API\nAgent: bot\nDepends on: api\n", 4, "dependency cycle: api -> api"),
     ],
@@ -292,6 +294,19 @@ def test_each_kind_of_error_has_its_line(operator, repo, plan, line, fragment):
     assert response.status_code == 400, response.json()
     errors = response.json()["error"]["errors"]
     assert (errors[0]["line"], fragment in errors[0]["message"]) == (line, True), errors
+    assert not Convoy.objects.exists()
+
+
+def test_a_plan_with_hundreds_of_errors_shows_the_first_hundred_and_counts_all(operator, repo):
+    plan = "# A\n" + "".join(f"## k{i}\n" for i in range(150))  # two errors a leg
+    response = operator.post(
+        "/api/v1/convoys/import/", {"repository": repo.id, "plan": plan}, format="json"
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["count"] == 300 and len(error["errors"]) == 100
+    assert error["message"].startswith("the plan has 300 errors")
+    assert error["message"].endswith("… and 200 more (the first 100 are shown).")
     assert not Convoy.objects.exists()
 
 

@@ -19,18 +19,9 @@ from convoys.models import Convoy, Leg, LegDependency
 from rigs import operations, services
 from rigs.models import MergeRequest, Rig
 from tests import factories
+from tests.board.browser import ARTIFACTS, CHROMIUM, chromium_launched
 from tests.board.conftest import PASSWORD
 from tests.rigs.helpers import commit_file, register, wait_for, wait_rig_state
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "board"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -45,23 +36,8 @@ pytestmark = [
 
 @pytest.fixture
 def browser(asgi_server, celery_worker, monkeypatch):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls this test makes
-    # between browser steps are still plain synchronous code. (Set after the server and the
-    # worker started, so their processes do not inherit it.)
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # The ORM calls made while Playwright's event loop ran in this thread leave a
-            # connection open; close it, or PostgreSQL refuses to drop the test database.
-            connections.close_all()
+    with chromium_launched(monkeypatch) as chromium:
+        yield chromium
 
 
 def log_in(browser, base: str, username: str, **context_args):

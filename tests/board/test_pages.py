@@ -97,8 +97,8 @@ def test_board_of_500_convoys_renders_in_a_bounded_number_of_queries(
     convoys = bulk_convoys(repo, states, legs_per_convoy=5, agent=agent)
     assert Leg.objects.count() == 2500
     # session, user, roles + 10 for the board (see board.pages.board_page; the 10th counts
-    # the agents running per convoy, for every card at once)
-    with django_assert_max_num_queries(13):
+    # the agents running per convoy, for every card at once) + the header's escalations count
+    with django_assert_max_num_queries(14):
         response = operator_client.get("/")
     html = response.content.decode()
     assert sorted(card_ids(html)) == sorted(c.id for c in convoys)
@@ -108,7 +108,7 @@ def test_board_of_500_convoys_renders_in_a_bounded_number_of_queries(
     card = html[html.index(f'id="convoy-{blocked.id}"') :]
     assert "leg-0 rig" in card[:3000] and "is failed" in card[:3000]
     # the same bound with every filter on
-    with django_assert_max_num_queries(14):  # + the cancelled column
+    with django_assert_max_num_queries(15):  # + the cancelled column
         operator_client.get(f"/?repository={repo.id}&agent=alice&q=bulk&cancelled=1")
     with django_assert_max_num_queries(13):
         operator_client.get("/board/columns/")
@@ -382,7 +382,8 @@ def test_rig_page_shows_files_beads_inbox_and_merge_requests(
     factories.merge_request(
         rig=rig, state=MergeRequest.State.FAILED, gate_log_tail="FAILED test_login", reason="gate"
     )
-    with django_assert_max_num_queries(16):
+    # + the beads' comments and the header's escalations count
+    with django_assert_max_num_queries(17):
         html = operator_client.get(f"/rigs/{rig.id}/").content.decode()
     assert "/srv/worktrees/app/api" in html and "auth/new.py" in html
     assert "+52" in html and "\u22123" in html
@@ -395,6 +396,26 @@ def test_rig_page_shows_files_beads_inbox_and_merge_requests(
     assert "Base moved under you" in html and "Rebase onto main" in html
     assert "FAILED test_login" in html
     assert "Request merge → main" in html
+
+
+def test_rig_page_shows_when_a_claims_lease_lapses(operator_client, repo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    rig = factories.rig(repository=repo, slug="api", state=Rig.State.WORKING)
+    held = convoy_services.bead_create(title="Held", rig=rig)
+    gone = convoy_services.bead_create(title="Gone quiet", rig=rig)
+    for bead in (held, gone):
+        convoy_services.bead_claim(bead=bead, agent=rig.agent)
+    now = timezone.now()
+    type(held).objects.filter(pk=held.pk).update(
+        lease_expires_at=now + timedelta(minutes=8, seconds=30)
+    )
+    type(gone).objects.filter(pk=gone.pk).update(lease_expires_at=now - timedelta(minutes=2))
+    html = operator_client.get(f"/rigs/{rig.id}/").content.decode()
+    assert "· lease expires in 8m</span>" in html
+    assert "· lease lapsed 2m ago</span>" in html
 
 
 def test_teardown_refusal_is_shown_as_a_message(operator_client, repo):

@@ -5,14 +5,13 @@ each leg's brief. Screenshots land in test-artifacts/board/."""
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connections
 
 from convoys.models import Convoy
 from rigs.models import Rig
 from rigs.permissions import OPERATOR_GROUP
 from tests import factories
+from tests.board.browser import ARTIFACTS, CHROMIUM, chromium_launched
 from tests.board.conftest import PASSWORD
-from tests.board.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -29,32 +28,22 @@ FIXED = (
 
 @pytest.fixture
 def page(asgi_server, monkeypatch, django_user_model):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     user = django_user_model.objects.create_user("olga", password=PASSWORD)
     user.groups.add(Group.objects.get_or_create(name=OPERATOR_GROUP)[0])
     repository = factories.repository(name="app")
     factories.rig(repository=repository, slug="api", state=Rig.State.READY)
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = chromium.new_context(viewport={"width": 1280, "height": 1000})
-            context.set_default_timeout(15_000)
-            tab = context.new_page()
-            tab.goto(f"{asgi_server}/convoys/new/")
-            tab.fill("#id_username", "olga")
-            tab.fill("#id_password", PASSWORD)
-            tab.click("button[type=submit]")
-            tab.wait_for_url(f"{asgi_server}/convoys/new/")
-            tab.base = asgi_server
-            tab.repository = repository
-            yield tab
-        finally:
-            chromium.close()
-            connections.close_all()
+    with chromium_launched(monkeypatch) as chromium:
+        context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+        context.set_default_timeout(15_000)
+        tab = context.new_page()
+        tab.goto(f"{asgi_server}/convoys/new/")
+        tab.fill("#id_username", "olga")
+        tab.fill("#id_password", PASSWORD)
+        tab.click("button[type=submit]")
+        tab.wait_for_url(f"{asgi_server}/convoys/new/")
+        tab.base = asgi_server
+        tab.repository = repository
+        yield tab
 
 
 def test_add_a_leg_and_import_a_plan_in_the_browser(page):

@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -20,8 +20,9 @@ from rigs.models import Rig
 from runner import services
 from runner.models import AgentRun
 from tests import factories
+from tests.board.browser import chromium_launched
 from tests.board.helpers import bulk_convoys
-from tests.board.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, log_in, shot
+from tests.board.test_browser import log_in, shot
 from tests.rigs.helpers import wait_for
 from tests.runner.conftest import ready_rig, runner_env, runner_worker, wait_run  # noqa: F401
 
@@ -277,13 +278,14 @@ def test_rig_page_queries_do_not_grow_with_runs(
     for _ in range(40):
         make_run(rig, S.FAILED, exit_code=1, escalated_at=timezone.now())
     make_run(rig, S.RUNNING)
-    # session, user, roles + ~13 for the page (see board.pages.rig_page)
+    # session, user, roles + ~14 for the page (see board.pages.rig_page: its beads' comments
+    # are one) + the header's escalations count
     with django_assert_max_num_queries(len(few)):
         html = operator_client.get(f"/rigs/{rig.id}/").content.decode()
     assert len(re.findall(r'<tr id="run-\d+"', html)) == 10
     with django_assert_max_num_queries(len(few)):
         operator_client.get(f"/rigs/{rig.id}/live/")
-    assert len(few) <= 14
+    assert len(few) <= 16
 
 
 # --- spend and running agents on cards and the convoy page --------------------------------------
@@ -344,8 +346,9 @@ def test_board_counts_running_agents_in_one_query(
                 )
             )
     AgentRun.objects.bulk_create(runs)
-    # session, user, roles + 10 for the board (the running agents: one grouped query)
-    with django_assert_max_num_queries(13):
+    # session, user, roles + 10 for the board (the running agents: one grouped query) + the
+    # header's escalations count
+    with django_assert_max_num_queries(14):
         html = operator_client.get("/").content.decode()
     assert html.count("2 agents running") == 80
     with django_assert_max_num_queries(13):
@@ -413,20 +416,8 @@ def test_the_form_refuses_a_bad_budget_and_keeps_what_was_typed(
 
 @pytest.fixture
 def chromium(runner_worker, monkeypatch):  # noqa: F811  (the fixture imported above)
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # after the server and worker
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()
+    with chromium_launched(monkeypatch) as browser:  # after the server and the worker
+        yield browser
 
 
 STREAMER = "for i in $(seq 1 100); do echo line-$i; sleep 0.1; done; sleep 300"

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from rigs.models import Repository
-from tests.conftest import BASE_DIR, free_port, git, stop_process_group
+from tests.conftest import BASE_DIR, free_port, git, stop_process_group, wait_healthy
 
 MANAGE = str(BASE_DIR / "manage.py")
 
@@ -112,17 +112,7 @@ def test_add_repository_on_a_fresh_data_dir_then_a_rig_provisions(tmp_path):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start: {log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_healthy(base, server, log_path)
 
         repository = api(base, token, "GET", f"/api/v1/repositories/{repository_id}/")
         assert repository["path"] == str((src / "My_App").resolve())
