@@ -100,6 +100,21 @@ def role_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     return login_required(checked)
 
 
+def operator_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """An operator action: a login with the operator role, checked before anything is looked
+    up (a viewer gets the same 403, in the format it asked for, whatever the id)."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_viewer(request.user):
+            return _forbidden(request, NO_ROLE, code="no_role")
+        if not is_operator(request.user):
+            return _forbidden(request, NOT_OPERATOR)
+        return view(request, *args, **kwargs)
+
+    return login_required(checked)
+
+
 def _back(request: HttpRequest, default: str) -> str:
     target = request.POST.get("next") or request.headers.get("Referer") or default
     # a path or a URL of this host only: a bare word would be read as a URL name by redirect()
@@ -385,7 +400,7 @@ def _move(convoy: Convoy, to: str, reason: str) -> str:
     raise Refused(f"unknown column '{to}'")
 
 
-@role_required
+@operator_required
 @require_POST
 def convoy_move(request: HttpRequest, pk: int) -> HttpResponse:
     convoy = get_object_or_404(Convoy, pk=pk)
@@ -401,7 +416,7 @@ def convoy_move(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:board"), refused_extra=where_it_is)
 
 
-@role_required
+@operator_required
 @require_POST
 def convoy_launch(request: HttpRequest, pk: int) -> HttpResponse:
     convoy = get_object_or_404(Convoy, pk=pk)
@@ -413,7 +428,7 @@ def convoy_launch(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:convoy-detail", args=[pk]))
 
 
-@role_required
+@operator_required
 @require_POST
 def convoy_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     convoy = get_object_or_404(Convoy, pk=pk)
@@ -425,7 +440,7 @@ def convoy_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@role_required
+@operator_required
 @require_POST
 def convoy_landing_retry(request: HttpRequest, pk: int) -> HttpResponse:
     convoy = get_object_or_404(Convoy, pk=pk)
@@ -440,7 +455,7 @@ def convoy_landing_retry(request: HttpRequest, pk: int) -> HttpResponse:
 # --- rigs: request merge, retry, sync, teardown; notifications: ack ----------------------------
 
 
-@role_required
+@operator_required
 @require_POST
 def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
     """Request a merge through the one service (`rig_merge_request`): its refusals (open work,
@@ -460,7 +475,7 @@ def rig_merge(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 
 
-@role_required
+@operator_required
 @require_POST
 def rig_retry(request: HttpRequest, pk: int) -> HttpResponse:
     rig = get_object_or_404(Rig, pk=pk)
@@ -472,7 +487,7 @@ def rig_retry(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 
 
-@role_required
+@operator_required
 @require_POST
 def rig_sync(request: HttpRequest, pk: int) -> HttpResponse:
     rig = get_object_or_404(Rig, pk=pk)
@@ -484,7 +499,7 @@ def rig_sync(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 
 
-@role_required
+@operator_required
 @require_POST
 def rig_teardown(request: HttpRequest, pk: int) -> HttpResponse:
     rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
@@ -506,7 +521,7 @@ def rig_teardown(request: HttpRequest, pk: int) -> HttpResponse:
 # --- agent runs: launch, stop ------------------------------------------------------------------
 
 
-@role_required
+@operator_required
 @require_POST
 def rig_launch(request: HttpRequest, pk: int) -> HttpResponse:
     """Launch the rig's agent (its runtime command in the rig's worktree) as a new run."""
@@ -525,7 +540,7 @@ def rig_launch(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:rig-detail", args=[pk]))
 
 
-@role_required
+@operator_required
 @require_POST
 def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
     """Stop a run: a queued one is cancelled, a live one's processes are terminated."""
@@ -541,7 +556,7 @@ def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, action, default_next=reverse("board:rig-detail", args=[run.rig_id]))
 
 
-@role_required
+@operator_required
 @require_POST
 def notification_ack(request: HttpRequest, pk: int) -> HttpResponse:
     notification = get_object_or_404(Notification, pk=pk)
@@ -558,7 +573,7 @@ def notification_ack(request: HttpRequest, pk: int) -> HttpResponse:
 # --- escalations: questions to a person, answered here ----------------------------------------
 
 
-@role_required
+@operator_required
 @require_POST
 def notification_answer(request: HttpRequest, pk: int) -> HttpResponse:
     """Answer an escalation or an ended turn: the answer reaches the agent's inbox."""

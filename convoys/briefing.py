@@ -230,7 +230,10 @@ def _other_rigs_lines(rig: Rig, overview: dict) -> list[str]:
     if not others:
         return []
     listed = ", ".join(f"{r['slug']} (id {r['id']}, {r['state']})" for r in others[:5])
-    return [f"- your other rigs: {listed}; choose with GT_RIG=<id or slug>"]
+    return [
+        f"- your other rigs: {listed}; gt speaks for the rig whose worktree you stand in "
+        "(or GT_RIG=<id or slug>)"
+    ]
 
 
 def _finished_lines(agent: Agent, rig: Rig, finished: FinishedWork, overview: dict) -> list[str]:

@@ -3,7 +3,8 @@
 - A person with a role (viewer, operator, admin) reads every event.
 - A login without a role reads none, and the websocket refuses it.
 - An agent reads the events of its own rigs and of the convoys it works in (a leg of the convoy
-  is on one of its rigs); of other rigs' notifications it sees that one was sent, never its text.
+  is on one of its rigs); of other rigs' notifications (and ended turns) it sees that one was
+  sent, never its text.
   On the websocket it may join `rig.<its rig>` and `convoy.<its convoy>` only.
 """
 
@@ -24,6 +25,8 @@ NOTIFICATION_KINDS = (
 # What another rig's notification event keeps for an agent (not its summary, action or why it
 # was resolved).
 REDACTED_KEEP = ("notification", "rig", "kind", "severity", "cascade", "depth", "state", "topic")
+# Other events that carry a notice's text, and what they keep for another rig's agent.
+REDACTED_OTHER = {"rig.turn_ended": ("rig", "slug", "status", "notification")}
 
 
 def _agent(user: Any):
@@ -70,7 +73,9 @@ def event_for(user: Any, message: dict) -> dict | None:
     rigs, convoys = _agent_scope(agent)
     if message.get("rig") not in rigs and message.get("convoy") not in convoys:
         return None
-    if message.get("kind") in NOTIFICATION_KINDS and message.get("rig") not in rigs:
-        payload = {k: v for k, v in (message.get("payload") or {}).items() if k in REDACTED_KEEP}
+    kind = message.get("kind")
+    keep = REDACTED_KEEP if kind in NOTIFICATION_KINDS else REDACTED_OTHER.get(kind)
+    if keep is not None and message.get("rig") not in rigs:
+        payload = {k: v for k, v in (message.get("payload") or {}).items() if k in keep}
         return {**message, "payload": payload}
     return message

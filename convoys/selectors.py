@@ -163,6 +163,8 @@ def beads_ready(
         .exclude(
             Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
         )
+        # nor has a leg's work begun before it is handed to its rig
+        .exclude(Exists(Leg.objects.filter(pk=OuterRef("leg_id"), state=Leg.State.PENDING)))
     )
     candidates = _bead_scope(
         candidates, rig=rig, leg=leg, convoy=convoy, repository=repository, pool=pool, ids=ids
@@ -187,6 +189,19 @@ def beads_list(
     if status:
         qs = qs.filter(status=status)
     return qs.order_by("priority", "created_at", "id")
+
+
+def leg_waiting_text(leg: Leg) -> str:
+    """Why a pending leg's beads are not ready yet (one query: what it waits for)."""
+    if leg.convoy.state == Convoy.State.DRAFT:
+        return f"its leg {leg.key} starts when convoy '{leg.convoy.title}' is launched"
+    waiting = [
+        f"{dep.key} ({dep.state})"
+        for dep in leg.depends_on.exclude(state=Leg.State.LANDED).order_by("position", "id")
+    ]
+    if not waiting:
+        return f"its leg {leg.key} has not started yet"
+    return f"its leg {leg.key} waits for {', '.join(waiting)} to land"
 
 
 def _why_blocked(bead: Bead, blockers: list[str], now: datetime) -> list[str]:
@@ -214,6 +229,8 @@ def bead_explain(bead: Bead, *, now: datetime | None = None) -> list[str]:
         reasons.append(f"status is {bead.status}, not open")
     if bead.defer_until and bead.defer_until > now:
         reasons.append(f"deferred until {bead.defer_until.isoformat()}")
+    if bead.leg_id and bead.leg.state == Leg.State.PENDING:
+        reasons.append(leg_waiting_text(bead.leg))
     for blocker in Bead.objects.filter(
         dependents__bead=bead, dependents__type=BLOCKS, status__in=NOT_CLOSED
     ).order_by("short_id"):
@@ -613,7 +630,11 @@ def beads_blocked(
         Exists(Convoy.objects.filter(pk=OuterRef("convoy_id"), state__in=ENDED_CONVOY_STATES))
     )
     ready = beads_ready(**scope, now=now).values("pk")
-    return qs.exclude(pk__in=ready).order_by("priority", "created_at", "id")
+    return (
+        qs.exclude(pk__in=ready)
+        .select_related("leg", "leg__convoy")
+        .order_by("priority", "created_at", "id")
+    )
 
 
 def beads_blocked_reasons(
@@ -639,6 +660,7 @@ def beads_blocked_reasons(
         )
     )
     found: dict[int, tuple[list[str], list[Bead]]] = {}
+    waiting: dict[int, str] = {}
     for bead in beads:
         if bead.pk in with_parent:
             reasons = bead_explain(bead, now=now)
@@ -648,6 +670,10 @@ def beads_blocked_reasons(
                 reasons.append(f"status is {bead.status}, not open")
             if bead.defer_until and bead.defer_until > now:
                 reasons.append(f"deferred until {bead.defer_until.isoformat()}")
+            if bead.leg_id and bead.leg.state == Leg.State.PENDING:
+                if bead.leg_id not in waiting:  # one query per pending leg on the page
+                    waiting[bead.leg_id] = leg_waiting_text(bead.leg)
+                reasons.append(waiting[bead.leg_id])
             reasons += [
                 f"blocked by {b.short_id} ({b.status}): {b.title}" for b in blockers[bead.pk]
             ]

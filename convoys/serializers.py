@@ -196,7 +196,12 @@ class BeadUpdateSerializer(serializers.Serializer):
     )
     defer_until = serializers.DateTimeField(required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Bead.Status.choices, required=False)
-    close_reason = serializers.CharField(required=False, allow_blank=True, max_length=REASON_MAX)
+    close_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=REASON_MAX,
+        help_text="why: the close reason, or, with another status change, a comment on the bead",
+    )
     assignee = serializers.CharField(
         required=False,
         allow_null=True,
@@ -570,8 +575,20 @@ class RefField(IdOrNameField):
     default_error_messages = {"invalid": "not an id (a positive integer) or a slug."}
 
 
+class TextOnlyField(serializers.CharField):
+    """A CharField that takes a JSON string only (DRF's turns numbers into text: `"answer": 7`
+    is a client's mistake, not an answer)."""
+
+    default_error_messages = {"not_text": "must be text (a JSON string)."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
 def message_text(**kwargs) -> serializers.CharField:
-    return serializers.CharField(max_length=MESSAGE_MAX, **kwargs)
+    return TextOnlyField(max_length=MESSAGE_MAX, **kwargs)
 
 
 class MessageCreateSerializer(serializers.Serializer):
@@ -632,7 +649,7 @@ class TurnEndSerializer(serializers.Serializer):
         choices=["escalated", "deferred"],
         help_text="escalated: a person must decide; deferred: set aside for now",
     )
-    reason = serializers.CharField(max_length=REASON_MAX, help_text="why (at most 2,000)")
+    reason = TextOnlyField(max_length=REASON_MAX, help_text="why (at most 2,000)")
 
 
 class BeadCommentSerializer(serializers.Serializer):

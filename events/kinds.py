@@ -95,7 +95,19 @@ _KINDS = [
         "a claim ended without the bead being closed: its lease lapsed (no heartbeat) or its "
         "run ended; the bead is open again with no assignee (back in its pool if a claim took "
         "it from one), and a note says why",
-        ("bead", "title", "agent", "run", "cause", "reason", "from", "to", "to_pool", "comment"),
+        (
+            "bead",
+            "title",
+            "agent",
+            "run",
+            "cause",
+            "reason",
+            "from",
+            "to",
+            "to_pool",
+            "taken_by",
+            "comment",
+        ),
     ),
     EventKind(
         "bead.released",

@@ -4,7 +4,7 @@ acknowledge all. Domain refusals (`common.errors.Refusal`) become their status i
 import hashlib
 from datetime import UTC, datetime
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -15,9 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import Refusal
 from common.params import id_or_none, optional_id, parse_flag
 from notifications import services
-from notifications.models import Notification
+from notifications.models import ASKS_PERSON_KINDS, Notification
 from notifications.serializers import (
     AckAllResultSerializer,
     AckAllSerializer,
@@ -132,8 +133,15 @@ class NotificationListView(generics.ListAPIView):
         return response
 
 
+def _asks_a_person() -> Q:
+    """Open notices that ask a person (an escalation, an ended turn): a person answers them,
+    so an agent's ack leaves them open (the runner waits for that answer)."""
+    return Q(kind__in=ASKS_PERSON_KINDS, state=Notification.State.OPEN)
+
+
 class NotificationAckView(APIView):
-    """Acknowledge one notification (acking twice keeps the first time)."""
+    """Acknowledge one notification (acking twice keeps the first time). An agent cannot ack
+    a notice that asks a person (its escalation, its ended turn): 409 `asks_a_person`."""
 
     permission_classes = [RigWrite]
 
@@ -151,13 +159,23 @@ class NotificationAckView(APIView):
         if notification is None:
             raise NotFound(f"notification {pk} does not exist.")
         self.check_object_permissions(request, notification)
+        if (
+            calling_agent(request) is not None
+            and Notification.objects.filter(_asks_a_person(), pk=notification.pk).exists()
+        ):
+            raise Refusal(
+                f"notification #{notification.pk} asks a person; it stays open until one answers "
+                "it (or launches the agent again).",
+                code="asks_a_person",
+                field="notification",
+            )
         notification = services.notification_ack(notification=notification)
         return Response(NotificationSerializer(notification).data)
 
 
 class NotificationAckAllView(APIView):
     """Acknowledge every open notification of a rig (agents: of all their rigs by default;
-    operators must name the rig)."""
+    operators must name the rig). An agent's ack leaves the notices that ask a person open."""
 
     permission_classes = [RigWrite]
 
@@ -184,4 +202,6 @@ class NotificationAckAllView(APIView):
             raise ValidationError({"rig": "name the rig whose notifications to acknowledge."})
         else:
             raise PermissionDenied("Only operators and agents acknowledge notifications.")
+        if agent is not None:
+            inbox = inbox.exclude(_asks_a_person())
         return Response({"acked": services.notifications_ack(notifications=inbox)})

@@ -80,7 +80,11 @@ def worktree_ancestors(value: str) -> list[str]:
     """`?worktree=`: an absolute path, and every directory above it (the worktrees that may
     hold it), deepest first. 400 naming the parameter for a relative or odd path."""
     text = value.strip()
-    if not text.startswith("/") or "\x00" in text or len(text) > 4096:
+    if len(text) > 4096:
+        raise ValidationError(
+            {"worktree": f"at most 4,096 characters (this one has {len(text):,})."}
+        )
+    if not text.startswith("/") or "\x00" in text:
         raise ValidationError({"worktree": "give an absolute path (e.g. the current directory)."})
     path = Path(os.path.normpath(text))
     return [str(p) for p in (path, *path.parents)]

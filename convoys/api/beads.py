@@ -253,7 +253,14 @@ class BeadDetailView(APIView):
                      f"(POST beads/{bead.short_id}/release/, `gt release`), then claim it for "
                      "the agent (operators: POST claim/ with `agent`)."}
                 )  # fmt: skip
-        services.bead_edit(bead=bead, values=data, status=to, close_reason=reason)
+        agent = calling_agent(request)
+        services.bead_edit(
+            bead=bead,
+            values=data,
+            status=to,
+            close_reason=reason,
+            by=agent or request.user.get_username(),
+        )
         return Response(self._detail(bead_by_ref(bead.pk)))
 
 

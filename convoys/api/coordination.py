@@ -105,13 +105,18 @@ class MessageCreateView(APIView):
         addressing = {k: data.get(k) for k in ("to", "to_rig", "to_agent", "to_convoy")}
         if reply_to is not None and not any(v not in (None, "") for v in addressing.values()):
             back = reply_to.source_rig
-            if back is None or (agent is not None and back.agent_id == agent.pk):
+            if back is not None and agent is not None and back.agent_id == agent.pk:
+                raise ValidationError(
+                    {"to": f"#{reply_to.pk} came from your own rig {back.slug}: say who to tell."}
+                )
+            if back is None:
                 who = f" ({reply_to.sender})" if reply_to.sender else ""
                 raise ValidationError(
-                    {"to": f"#{reply_to.pk} came from no other rig{who}: say who to tell "
+                    {"to": f"#{reply_to.pk} came from no rig{who}: say who to tell "
                      "(a person is asked with `gt escalate`)."}
                 )  # fmt: skip
-            addressing["to_rig"] = back.pk
+            # to the rig it came from; when that rig's work is over, to its agent's rig with work
+            addressing.update(coordination.reply_address(back))
         recipients, addressed = coordination.message_recipients(
             **addressing, repositories=repositories
         )
@@ -157,6 +162,13 @@ class EscalationCreateView(APIView):
             )
         data = body(EscalationCreateSerializer, request)
         bead = bead_by_ref(data["bead"], "bead") if data.get("bead") is not None else None
+        if bead is not None and not may_coordinate_in(
+            request, coordination.bead_repository_id(bead)
+        ):
+            raise PermissionDenied(
+                f"{bead.short_id} belongs to a repository where you have no rig: ask about "
+                "beads of your own repositories."
+            )
         if data.get("rig") is not None:
             rig = _my_rig(agent, data["rig"], "rig")
         elif bead is not None and bead.rig_id and bead.rig.agent_id == agent.pk:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from common.errors import Refusal
 from common.statemachine import transition
 from convoys.beads import bead_short_id_new
-from convoys.models import Bead, Convoy, Leg
+from convoys.models import Bead, BeadComment, Convoy, Leg
 from convoys.selectors import (
     ENDED_CONVOY_STATES,
     FINISHED_LEG_STATES,
@@ -61,6 +61,15 @@ class BeadWorkFinished(Refusal):
 
     code = "work_finished"
     field = "leg"
+
+
+class NoRigHere(Refusal):
+    """A pool bead claimed by an agent with no live rig on the pool's repository: it could not
+    work on it, and claiming would let any agent squat on any repository's work."""
+
+    code = "no_rig"
+    field = "agent"
+    status = 403
 
 
 def _bead_finished_text(bead: Bead) -> str:
@@ -235,30 +244,46 @@ def bead_reopen(*, bead: Bead) -> Bead:
 
 @transaction.atomic
 def bead_edit(
-    *, bead: Bead, values: dict[str, Any], status: str | None = None, close_reason: str = ""
+    *,
+    bead: Bead,
+    values: dict[str, Any],
+    status: str | None = None,
+    close_reason: str = "",
+    by: Agent | str = "",
 ) -> Bead:
     """PATCH of a bead: its plain fields (`bead_update`), then a status change through the
     state machine: closing (`bead_close`, dispatching what it unblocks), reopening a closed
-    bead, or another transition; `in_progress` is reached by claiming only."""
+    bead, or another transition; `in_progress` is reached by claiming only. The reason of a
+    change that is not a close (blocked, deferred, reopened) is kept as a comment by `by`."""
     if values:
         bead_update(bead=bead, values=values)
     if status is None or status == bead.status:
         return bead
     if status == Bead.Status.IN_PROGRESS:
         raise ValidationError(
-            {"status": f"claim it to start it: POST /api/v1/beads/{bead.id}/claim/."}
-        )
+            {"status": f"claim it to start it (`gt claim {bead.short_id}`, or POST "
+             f"/api/v1/beads/{bead.short_id}/claim/)."}
+        )  # fmt: skip
     if status != Bead.Status.CLOSED and (finished := _bead_finished_text(bead)):
         raise BeadWorkFinished(  # closing a leftover is fine; reviving it is not
             f"{bead.short_id} cannot be {status.replace('_', ' ')}: {finished}. Its work is "
             "finished."
         )
+    before = bead.status
     if status == Bead.Status.CLOSED:
         bead_close(bead=bead, reason=close_reason)
     elif bead.status == Bead.Status.CLOSED and status == Bead.Status.OPEN:
         bead_reopen(bead=bead)
     else:
         bead_transition(bead=bead, to=status)
+    if status != Bead.Status.CLOSED and close_reason.strip():
+        agent = by if isinstance(by, Agent) else None
+        BeadComment.objects.create(
+            bead=bead,
+            author_agent=agent,
+            author=agent.name if agent is not None else (by or "someone"),
+            text=f"{before} → {status}: {close_reason.strip()}",
+        )
     return bead
 
 
@@ -288,7 +313,17 @@ def _claim_rig(bead: Bead, agent: Agent) -> tuple[Rig | None, Leg | None]:
     )
     rigs = list(rigs)
     if not rigs:
-        return None, None
+        # a rig still being set up there: the claim waits in the pool
+        if (
+            Rig.objects.filter(agent=agent, repository_id=repository_id)
+            .exclude(state__in=(Rig.State.ARCHIVED, Rig.State.FAILED))
+            .exists()
+        ):
+            return None, None
+        raise NoRigHere(
+            f"{bead.short_id} is pool work of a repository where agent {agent.name} has no live "
+            "rig: request a rig there first (POST rigs/), then claim it."
+        )
     rig = next((r for r in rigs if r.pk in legs), rigs[0])
     own_leg = bead.leg if bead.leg_id and not (taken and bead.leg.rig_id == bead.rig_id) else None
     return rig, legs.get(rig.pk) or own_leg
@@ -306,7 +341,8 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
     names the agent's live run in the rig (`claimed_by_run_id`), whose end returns it.
     A bead whose leg landed (or was cancelled) or whose convoy ended is refused with
     BeadWorkFinished (409 `work_finished`). Claiming a bead you already hold renews its lease.
-    A pool bead moves into the agent's live rig on that repository when it has one.
+    A pool bead moves into the agent's live rig on that repository (it stays in the pool while
+    that rig is being set up); an agent with no rig there is refused (NoRigHere, 403 `no_rig`).
     """
     if not agent.is_active:
         raise ValidationError({"agent": f"agent {agent.name} is deactivated."})
@@ -389,7 +425,8 @@ def bead_claim(*, bead: Bead, agent: Agent) -> Bead:
             run_id=seen["claimed_by_run_id"],
             cause="lease",
             reason=f"no heartbeat for {lease_seconds()} s (its lease lapsed at "
-            f"{lapsed_at:%Y-%m-%d %H:%M:%S} UTC) and {agent.name} claimed it",
+            f"{lapsed_at:%Y-%m-%d %H:%M:%S} UTC)",
+            taken_by=agent,
         )
     bead_event(
         "bead.claimed",

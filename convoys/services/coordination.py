@@ -45,6 +45,22 @@ class NoRecipient(Refusal):
     field = "to"
 
 
+class NotYourRepository(Refusal):
+    """A rig or convoy that exists, but on a repository where the sender has no rig."""
+
+    code = "not_your_repository"
+    field = "to"
+    status = 403
+
+
+def _elsewhere(kind: str, ref: str, field: str) -> NotYourRepository:
+    return NotYourRepository(
+        f"{kind} {ref} works on a repository where you have no rig: agents message rigs of "
+        "their own repositories.",
+        field=field,
+    )
+
+
 class NotClaimed(Refusal):
     """A release of a bead nobody holds."""
 
@@ -114,6 +130,9 @@ def _rig_by_ref(
     if repositories is not None:
         qs = qs.filter(repository_id__in=repositories)
     found = list(qs.filter(slug=str(ref)).exclude(state=Rig.State.ARCHIVED)[:2])
+    live = Rig.objects.filter(slug=str(ref)).exclude(state=Rig.State.ARCHIVED)
+    if not found and repositories is not None and live.exists():
+        raise _elsewhere("rig", str(ref), field)
     if len(found) > 1:
         raise ValidationError(
             {field: f"several rigs are called '{ref}' (in different repositories): give its id."}
@@ -145,14 +164,21 @@ def _agent_rig(name: str, repositories: set[int] | None, field: str) -> Rig | No
 
 
 def _convoy_by_ref(
-    ref: int | str, repositories: set[int] | None, *, by_id: bool = True
+    ref: int | str, repositories: set[int] | None, *, by_id: bool = True, field: str = "to_convoy"
 ) -> Convoy | None:
     qs = Convoy.objects.all()
     if repositories is not None:
         qs = qs.filter(repository_id__in=repositories)
     if by_id and (isinstance(ref, int) or str(ref).isdigit()):
         return qs.filter(pk=int(ref)).first()
-    return qs.filter(slug=str(ref)).first()
+    convoy = qs.filter(slug=str(ref)).first()
+    if (
+        convoy is None
+        and repositories is not None
+        and Convoy.objects.filter(slug=str(ref)).exists()
+    ):
+        raise _elsewhere("convoy", str(ref), field)
+    return convoy
 
 
 def convoy_rigs_with_work(convoy: Convoy) -> list[Rig]:
@@ -196,20 +222,27 @@ def message_recipients(
     if field == "to":  # by name only: a number would be a rig's id or a convoy's
         found: list[tuple[str, Any]] = []
         ref = str(ref)
-        rig = _rig_by_ref(ref, repositories, field, by_id=False)
-        if rig is not None:
-            found.append(("rig", rig))
+        elsewhere: NotYourRepository | None = None  # said only when nothing else has the name
+        try:
+            if (rig := _rig_by_ref(ref, repositories, field, by_id=False)) is not None:
+                found.append(("rig", rig))
+        except NotYourRepository as refusal:
+            elsewhere = refusal
         if Agent.objects.filter(name=ref).exists():
             found.append(("agent", ref))
-        convoy = _convoy_by_ref(ref, repositories, by_id=False)
-        if convoy is not None:
-            found.append(("convoy", convoy))
+        try:
+            if (convoy := _convoy_by_ref(ref, repositories, by_id=False, field=field)) is not None:
+                found.append(("convoy", convoy))
+        except NotYourRepository as refusal:
+            elsewhere = elsewhere or refusal
         if len(found) > 1:
             kinds = " and ".join(f"a {kind}" for kind, _ in found)
             raise ValidationError(
                 {"to": f"'{ref}' names {kinds}: use to_rig, to_agent or to_convoy "
                  "(`gt send rig:NAME`, `agent:NAME`, `convoy:NAME`)."}
             )  # fmt: skip
+        if not found and elsewhere is not None:
+            raise elsewhere
         if not found:
             raise ValidationError({"to": f"no rig, agent or convoy called '{ref}'."})
         kind, target = found[0]
@@ -234,6 +267,17 @@ def message_recipients(
     return convoy_rigs_with_work(convoy), f"convoy {convoy.slug}"
 
 
+def reply_address(rig: Rig) -> dict[str, Any]:
+    """Where a reply to a notice from `rig` goes: that rig, or, when its work is over (merged,
+    archived), its agent's rig with work (`to_agent`), so a reply still reaches whoever asked."""
+    over = rig.state in (Rig.State.ARCHIVED, Rig.State.FAILED) or rig.id in rigs_finished_work(
+        [rig]
+    )
+    if over and rig.agent_id is not None:
+        return {"to_agent": rig.agent.name}
+    return {"to_rig": rig.pk}
+
+
 # --- messages -----------------------------------------------------------------------------------
 
 
@@ -255,10 +299,19 @@ def message_send(
     rig whose work is finished (409 `work_finished`), or no rig with work (409
     `no_recipients`)."""
     text = text_check(text, "text")
-    rigs = [rig for rig in recipients if from_rig is None or rig.pk != from_rig.pk]
+    # the sender's own rigs are left out (an agent does not message itself)
+    rigs = [
+        rig
+        for rig in recipients
+        if from_rig is None
+        or (
+            rig.pk != from_rig.pk
+            and (from_rig.agent_id is None or rig.agent_id != from_rig.agent_id)
+        )
+    ]
     if not rigs:
         if recipients and not addressed.startswith("convoy"):
-            raise ValidationError({"to": "that is your own rig: tell another one."})
+            raise ValidationError({"to": "that is you (your own rig): tell another one."})
         raise NoRecipient(
             f"{addressed or 'that'} has no rig with work to do: nobody would read it."
         )
@@ -431,8 +484,11 @@ def notice_answer(
             "person. Only escalations and ended turns are answered."
         )
     if notice.state != Notification.State.OPEN:
-        done = f": {notice.resolution}" if notice.resolution else ""
-        raise AlreadyAnswered(f"notification #{notice.pk} is already {notice.state}{done}.")
+        done = f": {notice.resolution.rstrip('.')}" if notice.resolution else ""
+        raise AlreadyAnswered(
+            f"notification #{notice.pk} is already {notice.state}{done}.",
+            code=f"already_{notice.state}",
+        )
     rig = notice.rig
     leg = rig_current_leg(rig)
     question = notice.changes.get("question") or notice.summary

@@ -104,8 +104,11 @@ def bead_leases_renew(
         held = held.filter(assignee=agent)
     if run_id is not None:
         held = held.filter(claimed_by_run_id=run_id)
-    if rig is not None:
-        held = held.filter(Q(rig=rig) | Q(rig__isnull=True))
+    if rig is not None:  # its own claims, and its pool claims on the same repository
+        pool = Q(rig__isnull=True) & (
+            Q(repository_id=rig.repository_id) | Q(convoy__repository_id=rig.repository_id)
+        )
+        held = held.filter(Q(rig=rig) | pool)
     if bead is not None:
         held = held.filter(pk=bead.pk)
     if min_gain_seconds:
@@ -138,8 +141,12 @@ def claim_end_values(bead: Bead, now: datetime) -> dict[str, Any]:
     return values
 
 
-def _note_text(holder: str, run_id: int | None, reason: str, to_pool: bool) -> str:
+def _note_text(
+    holder: str, run_id: int | None, reason: str, to_pool: bool, taken_by: Agent | None = None
+) -> str:
     by = f"{holder} (run {run_id})" if run_id else holder
+    if taken_by is not None:
+        return f"Claim by {by} ended: {reason}. {taken_by.name} claimed the bead."
     where = "back in its pool" if to_pool else "open again"
     return f"Claim by {by} ended: {reason}. The bead is {where}; claim it to go on."
 
@@ -152,13 +159,14 @@ def bead_claim_lapse_record(
     cause: str,
     reason: str,
     to_pool: bool = False,
+    taken_by: Agent | None = None,
 ) -> BeadComment:
     """The note on the bead (a comment by `gastown`) and the `bead.claim_lapsed` event, in the
     transaction that ended the claim (the event goes to the groups of `bead` as given: the
     sweep and a run's end pass it as it was held, in its rig)."""
     name = holder.name if holder is not None else "nobody"
     comment = BeadComment.objects.create(
-        bead=bead, author=NOTE_AUTHOR, text=_note_text(name, run_id, reason, to_pool)
+        bead=bead, author=NOTE_AUTHOR, text=_note_text(name, run_id, reason, to_pool, taken_by)
     )
     bead_event(
         "bead.claim_lapsed",
@@ -173,6 +181,7 @@ def bead_claim_lapse_record(
             "from": IN_PROGRESS,
             "to": OPEN,
             "to_pool": to_pool,
+            "taken_by": taken_by.name if taken_by is not None else None,
             "comment": comment.pk,
         },
     )

@@ -6,7 +6,7 @@ from convoys import services
 from convoys.models import Bead, BeadDependency
 from events.models import Event
 from notifications.models import Notification
-from rigs.models import Rig
+from rigs.models import Agent, Rig
 from tests import factories
 from tests.api.conftest import error_of
 
@@ -121,8 +121,14 @@ def test_claim_is_refused_in_another_agents_rig_and_names_the_holder(mine, make_
     assert client.post(f"/api/v1/beads/{bead.id}/claim/").status_code == 200
 
     # a pool bead: the first claimer wins, the second is told who holds it
-    pool_bead = services.bead_create(title="pool", repository=factories.repository())
-    _, first = make_agent("first")
+    pool = factories.repository()
+    pool_bead = services.bead_create(title="pool", repository=pool)
+    first_agent, first = make_agent("first")
+    # no rig on the pool's repository: its work is not yours to take
+    response = first.post(f"/api/v1/beads/{pool_bead.short_id}/claim/")
+    assert response.status_code == 403 and error_of(response)["code"] == "no_rig"
+    factories.rig(repository=pool, agent=first_agent, state=Rig.State.READY)
+    factories.rig(repository=pool, agent=Agent.objects.get(name="stranger"))
     assert first.post(f"/api/v1/beads/{pool_bead.short_id}/claim/").status_code == 200
     response = stranger.post(f"/api/v1/beads/{pool_bead.short_id}/claim/")
     assert response.status_code == 409
@@ -250,9 +256,11 @@ def test_pool_bead_moves_into_the_claimers_rig(make_agent):
 
 def test_pool_bead_holder_may_close_it(make_agent):
     agent, client = make_agent("solo")
-    bead = services.bead_create(title="pool", repository=factories.repository())
+    repository = factories.repository()
+    factories.rig(repository=repository, agent=agent, state=Rig.State.PROVISIONING)
+    bead = services.bead_create(title="pool", repository=repository)
     assert client.post(f"/api/v1/beads/{bead.id}/close/").status_code == 403
-    client.post(f"/api/v1/beads/{bead.id}/claim/")  # no rig on that repository: stays in pool
+    client.post(f"/api/v1/beads/{bead.id}/claim/")  # its rig there is not ready: stays in pool
     bead.refresh_from_db()
     assert bead.rig_id is None and bead.assignee == agent
     assert client.post(f"/api/v1/beads/{bead.id}/close/").status_code == 200

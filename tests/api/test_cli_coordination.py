@@ -10,8 +10,10 @@ worktree (no GT_RIG: the rig is the one whose worktree holds the working directo
 - Who may, and bad input, with their exit codes."""
 
 import json
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
@@ -128,7 +130,8 @@ def test_send_reaches_the_other_rigs_inbox_and_websocket_and_replies_thread(asgi
     assert outside.returncode == 3 and "own repositories" in outside.stderr
     assert gt(url, town["ada"], "send", "web", "", cwd=here).returncode == 2
     assert gt(url, town["ada"], "send", "web", "x" * 4001, cwd=here).returncode == 2
-    assert gt(url, town["ada"], "send", "nobody-by-that-name", "x", cwd=here).returncode == 2
+    assert gt(url, town["ada"], "send", "nobody-by-that-name", "x", cwd=here).returncode == 4
+    assert gt(url, town["ada"], "send", "rig:nope", "x", cwd=here).returncode == 4
     assert gt(url, town["ada"], "send", "only-one-word", cwd=here).returncode == 2
     error = gt(url, town["ada"], "--json", "send", "api", "to myself", cwd=here)
     assert error.returncode == 2 and json.loads(error.stderr)["error"]["field"] == "to"
@@ -144,15 +147,24 @@ def test_escalate_is_answered_and_the_answer_reaches_the_agent(
     assert "escalated as #" in asked
     notice = Notification.objects.get(rig=api, kind="escalation")
     assert notice.severity == "critical" and notice.changes["bead"] == bead.short_id
+    unknown = gt(url, town["ada"], "escalate", "Which?", "--bead", "gt-zzzzzz", cwd=here)
+    assert unknown.returncode == 4 and "does not exist" in unknown.stderr  # as for `gt show`
 
     viewer = django_user_model.objects.create_user("vic", password="pw-123456789")
     viewer.groups.add(Group.objects.get_or_create(name="viewer")[0])
     viewer_token = services.api_token_create(user=viewer)[1]
     path = f"notifications/{notice.id}/answer/"
     assert api_post(url, viewer_token, path, {"answer": "JWT"})[0] == 403
-    assert api_post(url, town["ada"], path, {"answer": "JWT"})[0] == 403
-    status, body = api_post(url, operator_token(django_user_model), path, {"answer": "Opaque."})
-    assert status == 200, body
+    assert gt(url, viewer_token, "answer", str(notice.id), "JWT").returncode == 3
+    assert gt(url, town["ada"], "answer", str(notice.id), "JWT", cwd=here).returncode == 3
+    olive = operator_token(django_user_model)
+    assert gt(url, olive, "answer", "x", "JWT").returncode == 2
+    assert gt(url, olive, "answer", "999999", "JWT").returncode == 4
+    answered = ok(gt(url, olive, "answer", str(notice.id), "Opaque."))
+    assert answered.startswith(f"answered #{notice.id} (now resolved)"), answered
+    assert f"olive answered #{notice.id}: Opaque." in answered
+    again = gt(url, olive, "--json", "answer", str(notice.id), "JWT after all")
+    assert again.returncode == 5 and json.loads(again.stderr)["error"]["code"] == "already_resolved"
     inbox = ok(gt(url, town["ada"], "inbox", cwd=here))
     assert f"(re #{notice.id}) olive answered #{notice.id}: Opaque." in inbox
     everything = ok(gt(url, town["ada"], "inbox", "--all", cwd=here))
@@ -215,3 +227,91 @@ def test_done_with_a_status_ends_the_turn(asgi_server, town):
     assert as_mcp["id"] == notice.id and as_mcp["kind"] == "escalation"
     # GT_RIG names a rig that is not bob's: not found among his rigs
     assert gt(url, town["bob"], "done", "--status", "deferred", "x", rig="api").returncode == 4
+
+
+def git_worktree(path: Path, branch: str) -> Path:
+    """A git work tree on `branch` (no commit needed: gt reads only the branch's name)."""
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", branch, str(path)], check=True, timeout=30)
+    return path
+
+
+def test_another_agents_worktree_is_refused_not_mistaken_for_yours(asgi_server, town, tmp_path):
+    """Standing in a worktree on bob's rig branch (rig/web), ada's gt names that rig and her
+    own instead of acting on one of hers; in a worktree on her own branch it acts on that rig."""
+    url = asgi_server
+    theirs = git_worktree(tmp_path / "elsewhere" / "web", "rig/web") / "src"
+    theirs.mkdir()
+    for argv in (("status",), ("ready",), ("create", "Stray"), ("done", "--force"),
+                 ("ack", "--all"), ("send", "web", "hi"), ("prime",)):  # fmt: skip
+        refused = gt(url, town["ada"], *argv, cwd=theirs)
+        assert refused.returncode == 3, (argv, refused.stdout, refused.stderr)
+        assert "is the worktree of rig web (branch rig/web), which is not yours" in refused.stderr
+        assert "your live rigs: api (id" in refused.stderr and "docs (id" in refused.stderr
+    assert not Bead.objects.filter(title="Stray").exists()
+    hook = gt(url, town["ada"], "prime", "--hook", cwd=theirs,
+              stdin=json.dumps({"hook_event_name": "SessionStart"}))  # fmt: skip
+    assert hook.returncode == 0, hook.stderr  # a hook never breaks the agent's session
+    context = json.loads(hook.stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "the briefing could not be read" in context and "which is not yours" in context
+    # GT_RIG still says which rig, wherever gt runs
+    assert "rig api" in ok(gt(url, town["ada"], "status", rig="api", cwd=theirs))
+    # a clone of her own rig's branch whose path the server does not know: that rig
+    mine = git_worktree(tmp_path / "laptop" / "docs", "rig/docs")
+    assert ok(gt(url, town["ada"], "status", cwd=mine)).startswith("rig docs")
+
+
+def test_ack_all_and_prime_act_on_the_rig_gt_resolves(asgi_server, town, tmp_path):
+    """`gt ack --all` in a rig's worktree acks that rig's notices only (and says which); with no
+    rig resolved, all of the agent's. `gt prime` outside any rig with several rigs with work is
+    refused like `gt status` (its hook says why, exit 0)."""
+    url, api, here = asgi_server, town["api"], town["worktree"]
+    docs = Rig.objects.get(slug="docs")
+    for rig in (api, docs):
+        factories.notification(rig=rig, summary=f"to {rig.slug}")
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+
+    several = gt(url, town["ada"], "prime", cwd=nowhere)
+    assert several.returncode == 2 and "several rigs with work to do" in several.stderr
+    assert "run gt inside one's worktree" in several.stderr
+    hook = gt(url, town["ada"], "prime", "--hook", cwd=nowhere, stdin="")
+    assert hook.returncode == 0 and "several rigs with work to do" in hook.stdout
+    assert "Leg `api`" in ok(gt(url, town["ada"], "prime", cwd=here))
+
+    acked = ok(gt(url, town["ada"], "ack", "--all", cwd=here))
+    assert acked.strip() == "acknowledged 1 notification(s) of rig api"
+    assert Notification.objects.get(rig=docs).state == "open"
+    everything = ok(gt(url, town["ada"], "ack", "--all", cwd=nowhere))
+    assert everything.strip() == "acknowledged 1 notification(s) of all your rigs (api, docs)"
+    assert Notification.objects.get(rig=docs).state != "open"
+
+
+def test_inbox_numbers_the_reply_and_shows_a_long_message_once(asgi_server, town):
+    """A message's action says `gt send --reply-to <this notice's #>`: gt prints the notice's
+    number there (inbox and prime). A long message is shown once, indented under its notice,
+    and `do:` keeps only what to do."""
+    url, here = asgi_server, town["worktree"]
+    short = as_json(gt(url, town["bob"], "--json", "send", "api", "Are you on /login?"))
+    number = short["messages"][0]["id"]
+    paragraph = "The token format is settled: opaque tokens, revoked on logout. " * 20
+    text = f"BEGIN {paragraph}\n\n{paragraph}\nsecond line\n\n{paragraph} END"
+    assert 3000 < len(text) <= 4000
+    long = as_json(gt(url, town["bob"], "--json", "send", "api", text))["messages"][0]["id"]
+
+    inbox = ok(gt(url, town["ada"], "inbox", cwd=here))
+    assert "<this notice's #>" not in inbox
+    assert f'do: Reply with `gt send --reply-to {number} "…"`' in inbox
+    assert f'do: Reply with `gt send --reply-to {long} "…"`' in inbox
+    assert inbox.count("BEGIN") == 1 and inbox.count("END") == 1, inbox
+    assert inbox.count(paragraph.strip()) == 3  # each paragraph once
+    lines = inbox.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith(f"#{long} "))
+    assert lines[head].endswith("bob (rig web):")
+    assert lines[head + 1].startswith("    BEGIN")
+    end = next(i for i in range(head, len(lines)) if "--reply-to" in lines[i])
+    block = lines[head + 1 : end + 1]
+    assert all(line == "" or line.startswith("    ") for line in block), block
+    assert "    second line" in block
+    prime = ok(gt(url, town["ada"], "prime", cwd=here))
+    assert f"gt send --reply-to {number} " in prime and "<this notice's #>" not in prime

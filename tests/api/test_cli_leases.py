@@ -53,3 +53,24 @@ def test_a_lapsed_lease_returns_the_bead_end_to_end(asgi_server, settings):
     claimed = as_json(gt(url, rival_token, "claim", bead.short_id, "--json", rig=str(rival_rig.id)))
     assert (claimed["assignee"], claimed["rig"]) == ("rival", rival_rig.id)
     assert claimed["lease_expires_at"]
+
+
+def test_a_lease_lapses_only_at_its_end():
+    """`gt show` compares exact times: 0.4 s before the end the lease still holds (it used to
+    round the time left down and say "lapsed" up to a second early); at the end it lapsed."""
+    from datetime import UTC, datetime
+
+    from tests.api.test_cli import load_gt
+
+    gt_module = load_gt()
+    bead = {"status": "in_progress", "lease_expires_at": "2026-11-28T08:51:05.400000Z"}
+    at = datetime(2026, 11, 28, 8, 51, 5, tzinfo=UTC)
+    assert gt_module.lease_text(bead, at).startswith("lease until 08:51:05 UTC (expires in 0m 00s)")
+    assert "lapsed" not in gt_module.lease_text(bead, at.replace(microsecond=399999))
+    assert gt_module.lease_text(bead, at.replace(microsecond=400000)).startswith(
+        "lease lapsed at 08:51:05 UTC"
+    )
+    assert gt_module.lease_text({**bead, "claimed_by_run": 42}, at - timedelta(seconds=598.6)) == (
+        "lease until 08:51:05 UTC (expires in 9m 59s), held by run 42; gt heartbeat renews it"
+    )
+    assert gt_module.lease_text({**bead, "status": "open"}, at) == ""

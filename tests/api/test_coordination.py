@@ -104,7 +104,10 @@ def test_who_may_message_whom(town, viewer, nobody):
     outside = send(town["ada"], to_rig=far.id, text="hello")
     assert outside.status_code == 403
     assert "own repositories" in error_of(outside)["message"]
-    unknown = send(town["ada"], to="far", text="hello")  # names are looked up at home
+    # a name found only on another repository: told so (not "no such rig")
+    elsewhere = send(town["ada"], to="far", text="hello")
+    assert elsewhere.status_code == 403 and error_of(elsewhere)["code"] == "not_your_repository"
+    unknown = send(town["ada"], to="nobody-at-all", text="hello")
     assert unknown.status_code == 400 and error_of(unknown)["field"] == "to"
     assert send(viewer, to_rig=town["web"].id, text="hello").status_code == 403
     assert send(nobody, to_rig=town["web"].id, text="hello").status_code == 403
@@ -367,3 +370,89 @@ def test_an_agent_finds_its_rig_by_a_path_inside_its_worktree(town, operator):
     assert operator.get("/api/v1/rigs/", {"worktree": deep}).json()["count"] == 1
     relative = town["ada"].get("/api/v1/rigs/", {"worktree": "src/auth"})
     assert relative.status_code == 400 and error_of(relative)["field"] == "worktree"
+
+
+# --- what the outside testers found -------------------------------------------------------------
+
+
+def test_an_agent_does_not_message_itself_through_another_of_its_rigs(town):
+    # ada's second rig on the same repository: to ada (or the convoy) from api never reaches it
+    own = factories.rig(repository=town["repo"], slug="ada-2", agent=Rig.objects.get(
+        slug="api").agent, state=Rig.State.WORKING)  # fmt: skip
+    itself = send(town["ada"], from_rig=town["api"].id, to_agent="ada", text="me?")
+    assert itself.status_code == 400 and "that is you" in error_of(itself)["message"]
+    everyone = send(town["ada"], from_rig=town["api"].id, to_convoy="auth", text="all")
+    assert [m["rig"] for m in everyone.json()["messages"]] == [town["web"].id]
+    assert not Notification.objects.filter(rig=own).exists()
+
+
+def test_a_reply_to_a_rig_whose_work_is_over_reaches_its_agents_rig_with_work(town):
+    api, web = town["api"], town["web"]
+    question = send(town["ada"], to="web", text="Which token format?").json()["messages"][0]
+    # api's leg lands; ada goes on in a new rig with a new leg
+    Leg.objects.filter(rig=api).update(state=Leg.State.LANDED)
+    Rig.objects.filter(pk=api.pk).update(state=Rig.State.MERGED)
+    api2 = factories.rig(repository=town["repo"], slug="api-2", agent=api.agent,
+                         state=Rig.State.WORKING)  # fmt: skip
+    factories.leg(convoy=town["convoy"], key="api-2", rig=api2, state=Leg.State.WORKING)
+    reply = send(town["bob"], reply_to=question["id"], text="Opaque tokens.")
+    assert reply.status_code == 201, reply.json()
+    assert [m["rig"] for m in reply.json()["messages"]] == [api2.id]
+    assert not Notification.objects.filter(rig=web, kind="message", sender="bob").exists()
+
+
+def test_an_agents_ack_leaves_its_questions_to_a_person_open(town):
+    question = (
+        town["ada"]
+        .post("/api/v1/escalations/", {"text": "Can I drop Python 3.8?"}, format="json")
+        .json()
+    )
+    note = factories.notification(rig=town["api"], kind="info", summary="fyi")
+    refused = town["ada"].post(f"/api/v1/notifications/{question['id']}/ack/")
+    assert refused.status_code == 409 and error_of(refused)["code"] == "asks_a_person"
+    acked = town["ada"].post("/api/v1/notifications/ack/", {}, format="json")
+    assert acked.json()["acked"] == 1
+    assert Notification.objects.get(pk=question["id"]).state == "open"
+    assert Notification.objects.get(pk=note.pk).state == "acknowledged"
+
+
+def test_an_escalation_about_another_repositorys_bead_is_refused(town):
+    theirs = factories.bead(rig=town["far"], title="far's secret task")
+    response = town["ada"].post(
+        "/api/v1/escalations/", {"text": "What is this?", "bead": theirs.short_id}, format="json"
+    )
+    assert response.status_code == 403 and "far's secret" not in response.content.decode()
+
+
+@pytest.mark.parametrize("body", [{"to": "web", "text": 7}, {"to": "web", "text": ["x"]}])
+def test_text_must_be_text(town, body):
+    response = send(town["ada"], **body)
+    assert response.status_code == 400 and error_of(response)["field"] == "text"
+
+
+def test_a_status_change_with_a_reason_keeps_it_as_a_comment(town):
+    bead = factories.bead(rig=town["api"], title="wire the login")
+    response = town["ada"].patch(
+        f"/api/v1/beads/{bead.short_id}/",
+        {"status": "blocked", "close_reason": "waiting for the token format"},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    comment = BeadComment.objects.get(bead=bead)
+    assert (comment.author, comment.text) == ("ada", "open → blocked: waiting for the token format")
+
+
+def test_a_pending_legs_beads_wait_for_the_leg(town):
+    ui = factories.rig(repository=town["repo"], slug="ui", agent=factories.agent(),
+                       state=Rig.State.READY)  # fmt: skip
+    leg = factories.leg(convoy=town["convoy"], key="ui", rig=ui, state=Leg.State.PENDING)
+    api_leg = Leg.objects.get(key="api")
+    leg.depends_on.add(api_leg)
+    bead = factories.bead(rig=ui, leg=leg, convoy=town["convoy"], title="the page")
+    ready = town["ada"].get(f"/api/v1/beads/?rig={ui.id}&ready=true").json()["results"]
+    assert ready == []
+    blocked = town["ada"].get(f"/api/v1/beads/blocked/?rig={ui.id}").json()["results"]
+    assert [b["id"] for b in blocked] == [bead.id]
+    assert blocked[0]["reasons"] == ["its leg ui waits for api (working) to land"]
+    detail = town["ada"].get(f"/api/v1/beads/{bead.short_id}/").json()
+    assert detail["not_ready_reasons"] == ["its leg ui waits for api (working) to land"]

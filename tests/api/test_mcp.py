@@ -108,6 +108,7 @@ def test_protocol_over_stdio():
     assert unset["isError"] and "GT_TOKEN is not set" in unset["content"][0]["text"]
     assert unset["structuredContent"]["exit_code"] == 3
     assert "gt mcp: serving 12 tools" in log
+    assert f"(rig: decided per call from {os.getcwd()} (GT_TOKEN is not set))" in log
 
     future = {**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": "2099-01-01"}}
     newest, _ = raw_session(future)
@@ -119,6 +120,36 @@ def test_protocol_over_stdio():
     )
     assert old[0]["result"]["protocolVersion"] == "2024-11-05"
     assert old[1]["result"]["isError"] and "structuredContent" not in old[1]["result"]
+
+
+def test_usage_errors_name_the_tools_arguments():
+    """Refused before any API call, in the words of the tool's schema, not of gt's flags."""
+
+    def call(ident: int, name: str, arguments: dict) -> dict:
+        params = {"name": name, "arguments": arguments}
+        return {"jsonrpc": "2.0", "id": ident, "method": "tools/call", "params": params}
+
+    answers, _ = raw_session(
+        INITIALIZE,
+        call(2, "ack", {}),
+        call(3, "update", {"id": "gt-a1b2"}),
+        call(4, "done", {"status": "deferred"}),
+        call(5, "done", {"status": "deferred", "reason": "x", "force": True}),
+        call(6, "done", {"reason": "x"}),
+        call(7, "send", {"text": "hello"}),
+        call(8, "update", {"id": "gt-a1b2", "status": "in_progress"}),
+        env={"GT_TOKEN": "gt_x"},
+    )
+    text = {a["id"]: a["result"]["content"][0]["text"] for a in answers[1:]}
+    assert all(a["result"]["isError"] for a in answers[1:])
+    assert "give `id` (a notification's) or `all: true`, not both" in text[2]
+    assert "give `status`, `title`, `priority`, `description` or `assignee`" in text[3]
+    assert "say why: give `reason` with `status: deferred`" in text[4]
+    assert "`status` ends your turn without a merge: `force` does not go with it" in text[5]
+    assert "a `reason` goes with `status`" in text[6]
+    assert "give `to` and `text` (or `reply_to` and `text`)" in text[7]
+    assert "`status` must be one of open, blocked, deferred, closed" in text[8]
+    assert not any("--" in t.split("(usage")[0] for t in text.values()), text
 
 
 def test_tools_list_is_compact():
@@ -151,6 +182,10 @@ def test_mcp_client_end_to_end(asgi_server, celery_worker, git_repo, monkeypatch
         repository=repository, slug="other", agent=agent, branch="rig/other",
         state=Rig.State.READY,
     )  # fmt: skip
+    peer = services.agent_create(name="peer-agent")[0]
+    Rig.objects.create(
+        repository=repository, slug="peer", agent=peer, branch="rig/peer", state=Rig.State.READY
+    )
     with transaction.atomic():
         convoy = convoy_services.convoy_create(
             title="Build auth",
@@ -181,6 +216,8 @@ def test_mcp_client_end_to_end(asgi_server, celery_worker, git_repo, monkeypatch
             assert list(tools) == TOOLS
             assert tools["claim"].input_schema["required"] == ["id"]
             assert tools["close"].input_schema["properties"]["reason"] == {"type": "string"}
+            update = tools["update"].input_schema["properties"]
+            assert "in_progress" not in update["status"]["enum"] and "reason" in update
             assert tools["done"].input_schema["properties"]["status"]["enum"] == [
                 "escalated",
                 "deferred",
@@ -250,10 +287,12 @@ def test_mcp_client_end_to_end(asgi_server, celery_worker, git_repo, monkeypatch
             assert text_of(commented).startswith(f"commented on {second.short_id}")
             shown = await client.call_tool("show", {"id": second.short_id})
             assert "mention the token format" in text_of(shown)
-            sent = await client.call_tool("send", {"to": "rig:other", "text": "api lands soon"})
+            sent = await client.call_tool("send", {"to": "rig:peer", "text": "api lands soon"})
             assert text_of(sent).startswith("sent to"), text_of(sent)
             message = Notification.objects.get(kind="message")
-            assert message.rig.slug == "other" and message.source_rig_id == rig.id
+            assert message.rig.slug == "peer" and message.source_rig_id == rig.id
+            itself = await client.call_tool("send", {"to": "rig:other", "text": "me?"})
+            assert itself.is_error and "that is you" in text_of(itself)
             nobody = await client.call_tool("send", {"to": "rig:nope", "text": "hello?"})
             assert nobody.is_error and nobody.structured_content["exit_code"] in (2, 4)
             asked = await client.call_tool(
@@ -271,7 +310,11 @@ def test_mcp_client_end_to_end(asgi_server, celery_worker, git_repo, monkeypatch
             assert not MergeRequest.objects.exists()
 
             await client.call_tool("claim", {"id": second.short_id})
-            await client.call_tool("close", {"id": second.short_id})
+            closing = await client.call_tool(
+                "update", {"id": second.short_id, "status": "closed", "reason": "documented"}
+            )
+            assert not closing.is_error, text_of(closing)
+            assert Bead.objects.get(pk=second.pk).close_reason == "documented"
             commit_file(worktree, "api/endpoint.py", "def endpoint():\n    return 1\n")
             done = await client.call_tool("done", {"priority": 1})
             assert not done.is_error, text_of(done)

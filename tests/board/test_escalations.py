@@ -84,6 +84,9 @@ def test_an_operator_answers_on_the_board_and_the_agent_gets_it(operator_client,
     url = f"/notifications/{question.id}/answer/"
     refused = viewer_web.post(url, {"answer": "JWT"}, **JSON)
     assert refused.status_code == 403
+    # the role first, whatever the id: the same JSON 403 for one that does not exist
+    missing = viewer_web.post("/notifications/999999/answer/", {"answer": "JWT"}, **JSON)
+    assert missing.status_code == 403 and missing.json() == refused.json()
     empty = operator_client.post(url, {"answer": "  "}, **JSON)
     assert empty.status_code == 400 and empty.json()["error"]["field"] == "answer"
     long = operator_client.post(url, {"answer": "x" * 4001}, **JSON)

@@ -11,6 +11,7 @@ from convoys import services
 from convoys.models import Bead, BeadDependency
 from convoys.selectors import bead_explain, beads_ready
 from convoys.services import ClaimConflict, DependencyCycle
+from convoys.services.beads import NoRigHere
 from events.models import Event
 from notifications.models import Notification
 from rigs.models import Rig
@@ -276,11 +277,23 @@ def test_claiming_a_pool_bead_moves_it_into_the_agents_rig(rig):
     services.bead_claim(bead=bead, agent=agent)
     assert bead.rig == rig and bead.repository is None and bead.assignee == agent
 
-    rigless = factories.agent()
+    # an agent whose rig there is still being set up: the claim waits in the pool
+    waiting = factories.agent()
+    factories.rig(repository=rig.repository, agent=waiting, state=Rig.State.PROVISIONING)
     pooled = services.bead_create(title="more", repository=rig.repository)
-    services.bead_claim(bead=pooled, agent=rigless)
+    services.bead_claim(bead=pooled, agent=waiting)
     assert pooled.rig is None and pooled.repository == rig.repository
-    assert pooled.assignee == rigless
+    assert pooled.assignee == waiting
+
+    # an agent with no rig on the repository (or only a failed one) may not take its work
+    stranger = factories.agent()
+    factories.rig(agent=stranger, state=Rig.State.READY)  # on another repository
+    factories.rig(repository=rig.repository, agent=stranger, state=Rig.State.FAILED)
+    other = services.bead_create(title="theirs", repository=rig.repository)
+    with pytest.raises(NoRigHere, match="has no live rig"):
+        services.bead_claim(bead=other, agent=stranger)
+    other.refresh_from_db()
+    assert (other.status, other.assignee) == (Bead.Status.OPEN, None)
 
 
 def test_claiming_a_convoy_pool_bead_lands_on_the_agents_leg(rig):

@@ -86,6 +86,19 @@ def test_an_agent_reads_its_own_and_its_convoys_events_without_others_notificati
     assert b"secret plan B" not in client.get("/api/v1/events/").content
 
 
+def test_a_neighbours_ended_turn_is_seen_without_its_reason(town):
+    from convoys.services import coordination
+
+    coordination.rig_turn_end(
+        rig=town["rig_b"], status="escalated", reason="secret reason of B", by="agent-b"
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {town['token_a']}")
+    rows = client.get("/api/v1/events/?kind=rig.turn_ended").json()["results"]
+    assert [row["payload"]["status"] for row in rows] == ["escalated"]
+    assert b"secret reason of B" not in client.get("/api/v1/events/").content
+
+
 def test_a_viewer_reads_everything_and_a_no_role_login_nothing(town):
     notify(town["rig_b2"], town["convoy_d"], "visible to viewers")
     viewer = APIClient()
