@@ -1,7 +1,76 @@
-"""Request-level guards that run before any view reads the request."""
+"""Request-level middleware: the log context and metrics of each request, and the guards that
+run before any view reads the request."""
+
+import re
+import time
+import uuid
 
 from django.conf import settings
+from django.core.signals import request_finished
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from common import metrics
+from common.logs import log_context_clear, log_context_set
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An id a proxy sent is kept when it looks like one (it then joins the proxy's logs to ours).
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# URL names whose `pk` is a rig's or a convoy's id (API `rig-detail`, board `rig-live`, ...).
+CONTEXT_URL_PREFIXES = {"rig-": "rig", "convoy-": "convoy"}
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (the proxy's X-Request-ID when it sent a sane one), puts it, and
+    the rig or convoy the URL names, in the log context, and answers it in X-Request-ID.
+
+    The context is not reset when the response leaves the middleware: Django logs 4xx answers
+    after that (`django.request`), and they should carry the id too. Under ASGI each request
+    runs in a context of its own; `request_finished` clears it for the test client."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = sent if REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+        log_context_clear()
+        log_context_set(request_id=request_id)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> None:
+        url_name = request.resolver_match.url_name if request.resolver_match else None
+        pk = view_kwargs.get("pk")
+        for prefix, key in CONTEXT_URL_PREFIXES.items():
+            if url_name and pk is not None and url_name.startswith(prefix):
+                log_context_set(**{key: pk})
+
+
+@receiver(request_finished)
+def _request_context_clear(sender, **kwargs) -> None:
+    log_context_clear()
+
+
+class RequestMetricsMiddleware:
+    """Counts each request by view (its URL name; `unmatched` when none matched) and status,
+    and times it."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.monotonic()
+        response = self.get_response(request)
+        match = request.resolver_match
+        metrics.http_request_observe(
+            view=match.view_name if match else "unmatched",
+            method=request.method or "",
+            status=response.status_code,
+            seconds=time.monotonic() - started,
+        )
+        return response
 
 
 def body_too_large(limit: int) -> JsonResponse:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from common.metrics import WEBSOCKET_CLIENTS
 from common.params import id_or_none
 from events import access
 from events.selectors import REPLAY_LIMIT, events_after
@@ -57,6 +58,8 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        WEBSOCKET_CLIENTS.inc()
+        self.counted = True
         raw_after = query.get("after", [""])[0].strip()
         after = 0 if raw_after == "0" else id_or_none(raw_after)
         if after is not None:
@@ -64,6 +67,9 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ready", "groups": self.groups_joined})
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            WEBSOCKET_CLIENTS.dec()
+            self.counted = False
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 

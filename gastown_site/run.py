@@ -3,17 +3,23 @@
 Embedded default (no REDIS_URL): also starts the embedded Redis under the data dir.
 On an empty database it seeds the demo (a sample repository and the article's convoy, run by
 scripted agents) unless `--no-demo` or `GASTOWN_DEMO=0`.
+Each child's lines are prefixed with its role (`web    | ...`) with LOG_FORMAT=text; JSON lines
+carry their role themselves and pass unchanged.
 Stops everything on Ctrl-C, and everything when any one part dies.
 """
 
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,45 @@ def demo_seed_on_start() -> None:
             "GASTOWN_DEMO=0 or --no-demo skips this)",
             flush=True,
         )
+
+
+def role_prefix(role: str) -> str:
+    return f"{role:<6} | "
+
+
+def lines_copy(source: IO[bytes], target: IO[bytes], prefix: str) -> None:
+    """Copy `source` to `target` line by line, each line prefixed (until `source` closes)."""
+    head = prefix.encode()
+    for line in iter(source.readline, b""):
+        target.write(head + line)
+        target.flush()
+    source.close()
+
+
+def child_start(role: str, command: list[str], *, prefixed: bool) -> subprocess.Popen:
+    """Start one part with GASTOWN_ROLE set; its output goes to ours, prefixed when asked."""
+    env = {**os.environ, "GASTOWN_ROLE": role, "PYTHONUNBUFFERED": "1"}
+    if not prefixed:
+        return subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    threading.Thread(
+        target=lines_copy,
+        args=(child.stdout, sys.stdout.buffer, role_prefix(role)),
+        name=f"{role}-output",
+        daemon=True,
+    ).start()
+    return child
+
+
+def metrics_dir_empty(path: Path | None) -> None:
+    """The shared metrics files of a previous run describe processes that are gone."""
+    if path is None or not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def agent_runs_stop() -> None:
@@ -104,46 +149,33 @@ def main() -> int:
     if demo_enabled(no_demo=args.no_demo, environ=os.environ):
         demo_seed_on_start()
 
+    # every part of this machine starts now: counters start from zero with them
+    metrics_dir_empty(settings.GASTOWN_METRICS_DIR)
+    prefixed = settings.LOG_FORMAT == "text"
     python = sys.executable
-    children.append(
-        (
-            "worker",
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "gastown_site",
-                    "worker",
-                    "--beat",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    args.concurrency,
-                    "--schedule",
-                    settings.CELERY_BEAT_SCHEDULE_FILENAME,
-                ]
-            ),
-        )
-    )
-    children.append(
-        (
-            "web",
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    args.host,
-                    "-p",
-                    str(args.port),
-                    "gastown_site.asgi:application",
-                ]
-            ),
-        )
-    )
+    worker = [python, "-m", "celery", "-A", "gastown_site"]
+    if not prefixed:
+        worker.append("--quiet")  # no banner: the output stays one JSON object per line
+    worker += [
+        "worker",
+        "--beat",
+        "--concurrency",
+        args.concurrency,
+        "--schedule",
+        settings.CELERY_BEAT_SCHEDULE_FILENAME,
+    ]
+    children.append(("worker", child_start("worker", worker, prefixed=prefixed)))
+    web = [
+        python,
+        "-m",
+        "gastown_site.web",
+        "-b",
+        args.host,
+        "-p",
+        str(args.port),
+        "gastown_site.asgi:application",
+    ]
+    children.append(("web", child_start("web", web, prefixed=prefixed)))
     print(f"Gas Town on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
 
     stopping = False

@@ -107,6 +107,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: every request (a refused one too) gets an id in its log lines and is counted
+    "common.middleware.RequestContextMiddleware",
+    "common.middleware.RequestMetricsMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -327,7 +330,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = GASTOWN_MAX_BODY_BYTES
 PRODUCTION = bool(DATABASE_URL) and not DEBUG and not TESTING
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("GASTOWN_SSL_REDIRECT", PRODUCTION)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Probes and scrapers call the web processes directly (a scraper's token is already sent by
+# the time a redirect would answer, so redirecting it protects nothing).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env_bool("GASTOWN_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = int(os.environ.get("GASTOWN_HSTS_SECONDS", "31536000" if PRODUCTION else "0"))
@@ -396,11 +401,51 @@ GASTOWN_RUN_LOG_DIR = Path(os.environ.get("GASTOWN_RUN_LOG_DIR") or DATA_DIR / "
 GASTOWN_RUN_LOG_MAX_BYTES = int(os.environ.get("GASTOWN_RUN_LOG_MAX_BYTES", str(50 * 1024**2)))
 GASTOWN_RUN_LOG_RETENTION_DAYS = float(os.environ.get("GASTOWN_RUN_LOG_RETENTION_DAYS", "30"))
 
+# --- Metrics and logs (docs/operations.md, "Metrics" and "Logs") ----------------------------
+# /metrics answers an admin's API token or this bearer token (for a scraper); empty: admins only.
+GASTOWN_METRICS_TOKEN = os.environ.get("GASTOWN_METRICS_TOKEN", "")
+if GASTOWN_METRICS_TOKEN and len(GASTOWN_METRICS_TOKEN) < 20:
+    raise ImproperlyConfigured("GASTOWN_METRICS_TOKEN must be at least 20 characters long.")
+# Counters recorded in-process (requests, Celery tasks, websocket clients) are shared by the
+# processes of one host through files here (prometheus_client's multiprocess mode), so a scrape
+# of the web process also sees its workers. `none`: each process keeps its own.
+_metrics_dir = os.environ.get("GASTOWN_METRICS_DIR", "").strip()
+GASTOWN_METRICS_DIR: Path | None
+if _metrics_dir.lower() == "none":
+    GASTOWN_METRICS_DIR = None
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+else:
+    GASTOWN_METRICS_DIR = Path(_metrics_dir).resolve() if _metrics_dir else DATA_DIR / "metrics"
+    if _metrics_dir or DATA_DIR.is_dir():
+        GASTOWN_METRICS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # read by prometheus_client when it is first imported (only our code imports it, later)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(GASTOWN_METRICS_DIR)
+
+# text: "time level logger: message"; json: one object per line (common/logs.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+# Beat tasks log at DEBUG when they found nothing to do (common/logs.py, QuietTicksFilter).
+GASTOWN_TICK_TASKS = frozenset(entry["task"] for entry in CELERY_BEAT_SCHEDULE.values())
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "common.logs.JsonFormatter"},
+    },
+    "filters": {"quiet_ticks": {"()": "common.logs.QuietTicksFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # Celery's lines about a task (received, sent by beat, succeeded); filtered on the
+        # loggers, not a handler, so a line lowered to DEBUG is lowered for every handler
+        "celery.worker.strategy": {"filters": ["quiet_ticks"]},
+        "celery.beat": {"filters": ["quiet_ticks"]},
+        "celery.app.trace": {"filters": ["quiet_ticks"]},
+    },
 }

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from board import views as board_views
+from metrics.views import metrics_view
 
 urlpatterns = [
     path("", include("board.urls")),  # the board's pages, namespace "board"
@@ -14,6 +15,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", board_views.healthz, name="healthz"),  # no login: probes call it
+    path("metrics", metrics_view, name="metrics"),  # an admin's token or the metrics token
     path("admin/", admin.site.urls),
     path("api/v1/", include("gastown_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -21,6 +21,8 @@ MAX_LINE = 64 * 1024
 
 def main(run_id: int) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gastown_site.settings")
+    # its log lines say so (it inherits the worker's environment, GASTOWN_ROLE included)
+    os.environ["GASTOWN_ROLE"] = "supervisor"
     import django
 
     django.setup()
@@ -28,6 +30,7 @@ def main(run_id: int) -> int:
     from django.db import close_old_connections
 
     from common import process
+    from common.logs import log_context_set
     from runner import budgets, presets, services
     from runner.logs import CappedLog
     from runner.models import AgentRun
@@ -39,6 +42,7 @@ def main(run_id: int) -> int:
     if run.state != AgentRun.State.STARTING:
         return 0
     rig = run.rig
+    log_context_set(run=run.id, rig=rig.id, convoy=run.convoy_id)
     env = process.agent_environment(
         run_id=run.id,
         token=token,

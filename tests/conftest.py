@@ -80,7 +80,8 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
 @contextlib.contextmanager
 def worker_process(*extra_args: str):
     """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
-    real broker and the test database. `extra_args` e.g. `--beat` for the periodic tasks."""
+    real broker and the test database. `extra_args` e.g. `--beat` for the periodic tasks. Its
+    output is in `app.worker_log` (a path)."""
     from gastown_site.celery import app
 
     # Tasks queued by earlier tests point at rows that are gone; drop them.
@@ -120,6 +121,7 @@ def worker_process(*extra_args: str):
         while not app.control.ping(destination=[name], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start: {log_path.read_text()[-3000:]}")
+        app.worker_log = log_path
         yield app
     finally:
         stop_process_group(process)
@@ -138,10 +140,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def asgi_server(redis_server, transactional_db):
-    """The real ASGI server (daphne, as `make run` starts it) on a free loopback port, sharing
-    the test database and channel layer. Yields its base URL."""
+@contextlib.contextmanager
+def web_process():
+    """The real ASGI server as `make run` starts it (daphne, through gastown_site.web) on a free
+    loopback port, sharing the test database and channel layer. Yields (base URL, log path)."""
     port = free_port()
     log_path = settings.DATA_DIR / f"daphne-{port}.log"
     with open(log_path, "w") as log:
@@ -149,7 +151,7 @@ def asgi_server(redis_server, transactional_db):
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "gastown_site.web",
                 "-b",
                 "127.0.0.1",
                 "-p",
@@ -165,9 +167,16 @@ def asgi_server(redis_server, transactional_db):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, process, log_path)
-        yield base
+        yield base, log_path
     finally:
         stop_process_group(process)
+
+
+@pytest.fixture
+def asgi_server(redis_server, transactional_db):
+    """The real ASGI server (see `web_process`). Yields its base URL."""
+    with web_process() as (base, _):
+        yield base
 
 
 def wait_healthy(base: str, process: subprocess.Popen, log_path: Path, seconds: float = 60) -> None:

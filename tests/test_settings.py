@@ -100,3 +100,45 @@ def test_debug_allows_the_development_key(tmp_path):
     result = probe(tmp_path, GASTOWN_DATA_DIR=str(tmp_path / "data"), DEBUG="1")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["debug"] is True
+
+
+def test_logs_and_metrics_settings_refuse_what_they_cannot_use(tmp_path):
+    data = str(tmp_path / "data")
+    result = probe(tmp_path, GASTOWN_DATA_DIR=data, LOG_FORMAT="xml")
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be text or json" in result.stderr
+    result = probe(tmp_path, GASTOWN_DATA_DIR=data, GASTOWN_METRICS_TOKEN="short")
+    assert result.returncode != 0
+    assert "GASTOWN_METRICS_TOKEN must be at least 20 characters" in result.stderr
+
+
+MULTIPROC_PROBE = """
+import json, os, django
+django.setup()
+print(json.dumps(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+"""
+
+
+def multiproc_dir(tmp_path, **env) -> str | None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("GASTOWN_DATA_DIR", "SECRET_KEY")}
+    clean.update(
+        {"DJANGO_SETTINGS_MODULE": "gastown_site.settings", "GASTOWN_DATA_DIR": str(tmp_path)}
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", MULTIPROC_PROBE],
+        cwd=BASE,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_metrics_dir_is_private_and_handed_to_prometheus_client(tmp_path):
+    assert multiproc_dir(tmp_path) == str(tmp_path.resolve() / "metrics")
+    assert oct((tmp_path / "metrics").stat().st_mode)[-3:] == "700"
+    assert (
+        multiproc_dir(tmp_path, GASTOWN_METRICS_DIR="none", PROMETHEUS_MULTIPROC_DIR="/x") is None
+    )
