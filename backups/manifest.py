@@ -82,6 +82,15 @@ def manifest_problems(root: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def count_text(n: int, noun: str) -> str:
+    """`count_text(2, "branch")` -> "2 branches" (what the commands print)."""
+    if n == 1:
+        return f"1 {noun}"
+    if noun.endswith("y"):
+        return f"{n} {noun[:-1]}ies"
+    return f"{n} {noun}{'es' if noun.endswith(('s', 'h')) else 's'}"
+
+
 def size_text(size: int) -> str:
     """1536 -> '1.5 KiB' (what the commands print)."""
     value = float(size)

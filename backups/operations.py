@@ -36,6 +36,7 @@ from backups import database, services
 from backups.manifest import (
     FORMAT,
     BackupError,
+    count_text,
     file_entry,
     inside,
     manifest_problems,
@@ -112,7 +113,7 @@ def _backup(dest: Path, say: Say) -> BackupReport:
             shutil.copy2(log, runs / log.name)
             files.append(runs / log.name)
         total = sum((runs / log.name).stat().st_size for log in logs)
-        say(f"run logs: {_count(len(logs), 'file')} ({size_text(total)})")
+        say(f"run logs: {count_text(len(logs), 'file')} ({size_text(total)})")
 
     # 4. the embedded default's generated SECRET_KEY (sessions and signatures stay valid)
     key = Path(settings.DATA_DIR) / SECRET_KEY_FILE
@@ -152,7 +153,7 @@ def _backup(dest: Path, say: Say) -> BackupReport:
         say(f"warning: {warning}")
     written = manifest_write(dest, manifest)
     total = sum(e["size"] for e in entries)
-    say(f"Backup complete: {_count(len(entries), 'file')} ({size_text(total)}) and {written}")
+    say(f"Backup complete: {count_text(len(entries), 'file')} ({size_text(total)}) and {written}")
     return BackupReport(dest, manifest, warnings)
 
 
@@ -205,23 +206,16 @@ def _repository_backup(
     return entry
 
 
-def _count(n: int, noun: str) -> str:
-    """`_count(2, "branch")` -> "2 branches" (what the commands print)."""
-    if n == 1:
-        return f"1 {noun}"
-    return f"{n} {noun}{'es' if noun.endswith('h') else 's'}"
-
-
 def _refs_text(refs: dict[str, str]) -> str:
     if not refs:
         return "no commits yet"
     branches = sum(name.startswith("refs/heads/") for name in refs)
     archived = sum(name.startswith("refs/gastown/archive/") for name in refs)
     others = len(refs) - branches - archived
-    parts = [_count(branches, "branch"), _count(archived, "archive ref")]
+    parts = [count_text(branches, "branch"), count_text(archived, "archive ref")]
     if others:
-        parts.append(_count(others, "other ref"))
-    return f"{_count(len(refs), 'ref')}: {', '.join(parts)}"
+        parts.append(count_text(others, "other ref"))
+    return f"{count_text(len(refs), 'ref')}: {', '.join(parts)}"
 
 
 # --- restore -------------------------------------------------------------------------------------
@@ -400,7 +394,8 @@ def _restore(
             raise BackupError(f"repository {name}: refs differ from the manifest: {wrong[:5]}")
         report.repositories[name] = target
         moved = f" (was {entry['path']})" if str(target) != entry["path"] else ""
-        say(f"repository {name}: {_count(len(entry['refs']), 'ref')} checked, at {target}{moved}")
+        refs_checked = count_text(len(entry["refs"]), "ref")
+        say(f"repository {name}: {refs_checked} checked, at {target}{moved}")
 
     log_dir = Path(settings.GASTOWN_RUN_LOG_DIR)
     if manifest["run_logs"]:
@@ -409,7 +404,7 @@ def _restore(
             copied = log_dir / PurePosixPath(name).name
             made.append(copied)
             shutil.copy2(inside(source, name), copied)
-        say(f"run logs: {_count(len(manifest['run_logs']), 'file')}, in {log_dir}")
+        say(f"run logs: {count_text(len(manifest['run_logs']), 'file')}, in {log_dir}")
     if manifest.get("secret_key"):
         key = Path(settings.DATA_DIR) / SECRET_KEY_FILE
         shutil.copy2(inside(source, manifest["secret_key"]), key)
@@ -422,8 +417,8 @@ def _restore(
     )
     if relocated.runs_adopted:
         say(
-            f"agent runs: {_count(relocated.runs_adopted, 'run')} had a process at backup time: "
-            "the worker finds it gone and restarts the run, as after a crash"
+            f"agent runs: {count_text(relocated.runs_adopted, 'run')} had a process at backup "
+            "time: the worker finds it gone and restarts the run, as after a crash"
         )
     report.worktrees = _worktrees_recreate(report, say)
     for warning in report.warnings:

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.manifest import BackupError
+from backups.manifest import BackupError, count_text
 from backups.operations import backup_restore
 from rigs.git import GitError
 
@@ -38,8 +38,8 @@ class Command(BaseCommand):
             raise CommandError(f"restore stopped: {exc}") from exc
         self.stdout.write(
             self.style.SUCCESS(
-                f"Restored: {len(report.repositories)} repositories, {report.worktrees} rig "
-                f"worktrees. Start Gas Town on it as usual (GASTOWN_DATA_DIR={settings.DATA_DIR} "
-                "make run)."
+                f"Restored: {count_text(len(report.repositories), 'repository')}, "
+                f"{count_text(report.worktrees, 'rig worktree')}. Start Gas Town on it as usual "
+                f"(GASTOWN_DATA_DIR={settings.DATA_DIR} make run)."
             )
         )
