@@ -602,7 +602,10 @@ def escalations_badge(request: HttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """`/healthz` (outside the board's namespace, no login): the database answers."""
+    """`/healthz` (outside the board's namespace, no login): the database answers. Also the
+    server's version, which `gt --version` shows beside its own."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok", "database": connection.vendor})
+    return JsonResponse(
+        {"status": "ok", "database": connection.vendor, "version": settings.GASTOWN_VERSION}
+    )

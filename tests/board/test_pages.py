@@ -495,8 +495,9 @@ def test_merge_queue_page_shows_each_stage_with_timings(
     assert f"/repositories/{repo.id}/queue/" in listing
 
 
-def test_healthz_needs_no_login(client):
-    assert client.get("/healthz").json()["status"] == "ok"
+def test_healthz_needs_no_login(client, settings):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["version"] == settings.GASTOWN_VERSION
 
 
 def test_pages_make_no_query_per_row(operator_client, repo):
