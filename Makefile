@@ -29,11 +29,12 @@ $(VENV)/bin/gt: bin/gt $(VENV)/.installed
 
 migrate: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_admin
 
 setup: migrate
+	$(PY) manage.py ensure_admin
 
-run: setup
+# (the launcher makes the admin login itself, and shows it with the addresses once it is ready)
+run: migrate
 	$(PY) -m gastown_site.run --host $(HOST) --port $(PORT)
 
 test: install
