@@ -65,7 +65,57 @@ def manifest_read(root: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BackupError(f"{path}: unknown backup format {found!r} (this Gas Town reads {FORMAT})")
+    if problem := _shape_problem(manifest):
+        raise BackupError(f"{path} is malformed: {problem}")
     return manifest
+
+
+# What a restore reads from a manifest, by key, with its type (a hand-edited or damaged
+# manifest is refused with the key it lacks, not a traceback).
+_SHAPE: dict[str, Any] = {
+    "created_at": str,
+    "source": {"host": str},
+    "database": {"vendor": str, "file": str, "migrations": list},
+    "files": [{"path": str, "size": int, "sha256": str}],
+    "repositories": [
+        {
+            "id": int,
+            "name": str,
+            "path": str,
+            "data_dir_path": (str, type(None)),
+            "bundle": (str, type(None)),
+            "refs": dict,
+            "head": (str, type(None)),
+            "bare": bool,
+            "object_format": str,
+            "missing": bool,
+        }
+    ],
+    "run_logs": [str],
+    "secret_key": (str, type(None)),
+}
+
+
+def _shape_problem(value: Any, shape: Any = _SHAPE, where: str = "") -> str | None:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where.rstrip('.') or 'the manifest'} is not an object"
+        for key, inner in shape.items():
+            if key not in value:
+                return f"{where}{key} is missing"
+            if problem := _shape_problem(value[key], inner, f"{where}{key}."):
+                return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where.rstrip('.')} is not a list"
+        for i, item in enumerate(value):
+            if problem := _shape_problem(item, shape[0], f"{where.rstrip('.')}[{i}]."):
+                return problem
+        return None
+    if not isinstance(value, shape) or (shape is int and isinstance(value, bool)):
+        return f"{where.rstrip('.')} has the wrong type"
+    return None
 
 
 def manifest_problems(root: Path, manifest: dict[str, Any]) -> list[str]:

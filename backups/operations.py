@@ -104,15 +104,21 @@ def _backup(dest: Path, say: Say) -> BackupReport:
             files.append(dest / entry["bundle"])
         say(f"repository {repository.name}: {_refs_text(entry['refs'])}")
 
-    # 3. the agents' run logs (a log still being written is copied as far as it got)
+    # 3. the agents' run logs (a log still being written is copied as far as it got; one the
+    # hourly prune deleted meanwhile is left out)
     log_dir = Path(settings.GASTOWN_RUN_LOG_DIR)
-    logs = sorted(p for p in log_dir.iterdir() if p.is_file()) if log_dir.is_dir() else []
+    logs: list[Path] = []
+    for log in sorted(log_dir.iterdir()) if log_dir.is_dir() else []:
+        if log.is_file():
+            runs = process.private_dir(dest / "runs")
+            try:
+                shutil.copy2(log, runs / log.name)
+            except FileNotFoundError:
+                continue
+            logs.append(runs / log.name)
+    files += logs
     if logs:
-        runs = process.private_dir(dest / "runs")
-        for log in logs:
-            shutil.copy2(log, runs / log.name)
-            files.append(runs / log.name)
-        total = sum((runs / log.name).stat().st_size for log in logs)
+        total = sum(log.stat().st_size for log in logs)
         say(f"run logs: {count_text(len(logs), 'file')} ({size_text(total)})")
 
     # 4. the embedded default's generated SECRET_KEY (sessions and signatures stay valid)

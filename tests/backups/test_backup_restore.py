@@ -411,6 +411,24 @@ def test_restore_refuses_a_manifest_that_points_outside_the_backup(small_backup)
         restore(str(small_backup))
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda m: m.pop("repositories"), "repositories is missing"),
+        (lambda m: m["files"][0].update(size="12"), r"files\[0\]\.size has the wrong type"),
+        (lambda m: m["repositories"][0].pop("refs"), r"repositories\[0\]\.refs is missing"),
+        (lambda m: m.update(database=[]), "database is not an object"),
+    ],
+)
+def test_restore_refuses_a_malformed_manifest_naming_what_is_wrong(small_backup, change, said):
+    path = small_backup / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CommandError, match=f"is malformed: {said}"):
+        restore(str(small_backup))
+
+
 def test_restore_refuses_a_backup_of_a_newer_gastown_or_another_database(small_backup):
     path = small_backup / "manifest.json"
     manifest = json.loads(path.read_text())
