@@ -8,7 +8,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: run test setup install migrate lint format bench clean browser-deps sandbox-deps agent-clis
+.PHONY: run test setup install migrate lint format bench clean browser-deps sandbox-deps agent-clis \
+	system-deps postgres-client
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +17,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed $(VENV)/bin/gt sandbox-deps agent-clis
+install: $(VENV)/.installed $(VENV)/bin/gt system-deps agent-clis
+
+# What Gas Town needs from the system besides Python and git: bubblewrap always, PostgreSQL's
+# client tools (pg_dump, pg_restore: `manage.py backup` and `restore`) when DATABASE_URL is set.
+system-deps: sandbox-deps $(if $(DATABASE_URL),postgres-client)
 
 # the agents' client, on the virtualenv's PATH (one stdlib-only file: a copy is enough)
 $(VENV)/bin/gt: bin/gt $(VENV)/.installed
@@ -24,11 +29,12 @@ $(VENV)/bin/gt: bin/gt $(VENV)/.installed
 
 migrate: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py ensure_admin
 
 setup: migrate
+	$(PY) manage.py ensure_admin
 
-run: setup
+# (the launcher makes the admin login itself, and shows it with the addresses once it is ready)
+run: migrate
 	$(PY) -m gastown_site.run --host $(HOST) --port $(PORT)
 
 test: install
@@ -71,6 +77,19 @@ sandbox-deps:
 		else \
 			echo "warning: bubblewrap (bwrap) is not installed: agents will run unsandboxed" \
 				"(GASTOWN_SANDBOX=none). Install the bubblewrap package as root."; \
+		fi; \
+	fi
+
+# pg_dump and pg_restore, for backups of a PostgreSQL installation (docs/operations.md). Root
+# installs Debian's postgresql-client when they are missing; anyone else is warned. The client
+# must be at least as new as the server.
+postgres-client:
+	@if ! command -v pg_dump >/dev/null 2>&1 || ! command -v pg_restore >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-client; \
+		else \
+			echo "warning: pg_dump/pg_restore are not installed: manage.py backup and restore" \
+				"cannot handle PostgreSQL. Install the postgresql-client package as root."; \
 		fi; \
 	fi
 

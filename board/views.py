@@ -21,6 +21,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -616,8 +617,17 @@ def escalations_badge(request: HttpRequest) -> HttpResponse:
     return render(request, "board/_escalations_badge.html", {})
 
 
+def favicon(request: HttpRequest) -> HttpResponse:
+    """`/favicon.ico`: browsers ask for it whatever a page links (the API docs, a JSON answer);
+    it is the board's SVG icon."""
+    return redirect(static("gastown/favicon.svg"), permanent=True)
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    """`/healthz` (outside the board's namespace, no login): the database answers."""
+    """`/healthz` (outside the board's namespace, no login): the database answers. Also the
+    server's version, which `gt --version` shows beside its own."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok", "database": connection.vendor})
+    return JsonResponse(
+        {"status": "ok", "database": connection.vendor, "version": settings.GASTOWN_VERSION}
+    )

@@ -144,6 +144,38 @@ def command_run(
     )
 
 
+def program_run(
+    argv: list[str], *, env: dict[str, str], timeout: float, cwd: str | Path | None = None
+) -> CommandResult:
+    """Run a program of the server's own (`pg_dump`, `pg_restore`: never agent-written code,
+    so no sandbox and no shell) to completion in its own process group, killed at the time
+    limit. `env` is its whole environment."""
+    started = time.monotonic()
+    child = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+    )
+    timed_out = False
+    try:
+        raw, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        group_signal(child.pid, signal.SIGKILL)
+        raw, _ = child.communicate()
+        timed_out = True
+    return CommandResult(
+        exit_code=None if timed_out else child.returncode,
+        output=raw[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace"),
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )
+
+
 def secrets_scrub(text: str, secrets: Iterable[str] | None = None) -> str:
     """`text` with every value of the server's secret settings replaced by `[redacted]`: a
     second line of defence for stored command output (the environment allow-list is the

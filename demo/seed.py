@@ -24,6 +24,7 @@ from rigs import services as rig_services
 from rigs.models import Agent, Repository
 
 SAMPLE_NAME = "sample-app"
+DEFAULT_PACE = 1.5  # seconds between a scripted agent's steps: slow enough to watch
 # Real and fast: every merge candidate must at least compile.
 GATE_COMMAND = "python3 -m compileall -q src tests"
 
@@ -65,20 +66,25 @@ def sample_repository_create(path: Path) -> str:
     return tip
 
 
-def _agent(name: str, pace: float) -> Agent:
-    """The leg's scripted agent. An existing agent of that name is reused: a scripted one takes
-    this pace (so `seed_demo --force --pace 3` paces the agents it reuses), any other is left as
-    it is."""
-    command = f"gastown-agent --pace {pace:g}"
+def pace_command(pace: float) -> str:
+    return f"gastown-agent --pace {pace:g}"
+
+
+def _agent(name: str, pace: float | None) -> Agent:
+    """The leg's scripted agent, made at `pace` (default DEFAULT_PACE) when missing. An
+    existing one is reused: a scripted one takes `pace` when one is given (so `seed_demo --force
+    --pace 3` paces the agents it reuses; without --pace they keep theirs), any other is left as
+    it is. Through the service, so the change is an `agent.updated` event like any edit."""
     existing = Agent.objects.filter(name=name).first()
     if existing is None:
         agent, _token = rig_services.agent_create(
-            name=name, runtime=Agent.Runtime.SCRIPTED, runtime_command=command
+            name=name,
+            runtime=Agent.Runtime.SCRIPTED,
+            runtime_command=pace_command(DEFAULT_PACE if pace is None else pace),
         )
         return agent
-    if existing.runtime == Agent.Runtime.SCRIPTED and existing.runtime_command != command:
-        existing.runtime_command = command
-        existing.save(update_fields=["runtime_command", "updated_at"])
+    if pace is not None and existing.runtime == Agent.Runtime.SCRIPTED:
+        rig_services.agent_update(agent=existing, runtime_command=pace_command(pace))
     return existing
 
 
@@ -99,14 +105,16 @@ def _beads_create(leg: Leg, plan: LegPlan) -> list[Bead]:
     return list(beads.values())
 
 
-def demo_seed(*, pace: float = 1.5, launch: bool = True) -> Convoy:
+def demo_seed(*, pace: float | None = None, launch: bool = True) -> Convoy:
     """Make the sample repository, register it, create the agents, the convoy and its beads, and
     launch it (the runner then starts each leg's scripted agent as the leg is handed out).
 
-    `pace`: seconds the scripted agents pause between steps (so people can watch). The git work
-    happens before the one database transaction; if that fails, the new repository is removed.
+    `pace`: seconds the scripted agents pause between steps (so people can watch): new agents
+    get it (else DEFAULT_PACE), existing scripted demo agents take it when it is given. Runs
+    already queued or running keep the command they were started with. The git work happens
+    before the one database transaction; if that fails, the new repository is removed.
     """
-    if not (math.isfinite(pace) and pace >= 0):
+    if pace is not None and not (math.isfinite(pace) and pace >= 0):
         raise ValueError(f"pace must be a non-negative number of seconds, not {pace!r}")
     name, path = _free_location()
     sample_repository_create(path)
@@ -145,12 +153,22 @@ def demo_seed(*, pace: float = 1.5, launch: bool = True) -> Convoy:
     return convoy
 
 
+def demo_agents_pace() -> dict[str, list[str]]:
+    """The demo's agents by what they run (`gastown-agent --pace 3` -> [demo-api, ...]), to say
+    what a seed left them with."""
+    paces: dict[str, list[str]] = {}
+    agents = Agent.objects.filter(name__in=[plan.agent_name for plan in LEGS]).order_by("name")
+    for agent in agents:
+        paces.setdefault(agent.runtime_command or agent.runtime, []).append(agent.name)
+    return paces
+
+
 def demo_is_needed() -> bool:
     """Only an empty installation gets the demo: no convoy and no repository yet."""
     return not (Convoy.objects.exists() or Repository.objects.exists())
 
 
-def demo_seed_if_empty(*, pace: float = 1.5, launch: bool = True) -> Convoy | None:
+def demo_seed_if_empty(*, pace: float | None = None, launch: bool = True) -> Convoy | None:
     """`demo_seed` on an empty installation; None (and nothing done) otherwise."""
     if not demo_is_needed():
         return None

@@ -161,6 +161,13 @@ _KINDS = [
         "run.usage", "an agent reported usage", ("run", "rig", "attempt", "convoy_spent_usd")
     ),
     EventKind("run.refused", "no agent was launched for a leg", ("rig", "leg", "agent", "reason")),
+    # the installation
+    EventKind(
+        "installation.restored",
+        "the installation was restored from a backup (`manage.py restore`): repositories, "
+        "worktrees and run logs now live under this data dir",
+        ("backup_created_at", "source_host", "repositories", "rigs_moved", "runs_adopted"),
+    ),
 ]
 
 EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in _KINDS}

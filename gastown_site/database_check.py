@@ -7,11 +7,12 @@ hold Django's migration table. PostgreSQL: the migration table must exist (one q
 
 from pathlib import Path
 
-# Commands that need no Gas Town database: `migrate` makes it; the others only read code or
-# settings. `--help` on any command needs none either.
+# Commands that need no Gas Town database: `migrate` makes it, `restore` puts one back (onto
+# an empty data dir); the others only read code or settings. `--help` on any command needs none.
 NO_DATABASE_COMMANDS = frozenset(
     {
         "migrate",
+        "restore",
         "makemigrations",
         "check",
         "help",

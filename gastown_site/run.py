@@ -1,8 +1,10 @@
 """`make run`: start the web server and the background worker together.
 
 Embedded default (no REDIS_URL): also starts the embedded Redis under the data dir.
-On an empty database it seeds the demo (a sample repository and the article's convoy, run by
-scripted agents) unless `--no-demo` or `GASTOWN_DEMO=0`.
+Makes the admin login when there is none. On an empty database it seeds the demo (a sample
+repository and the article's convoy, run by scripted agents) unless `--no-demo` or
+`GASTOWN_DEMO=0`. Once the web answers and the worker is up, prints the addresses and the admin
+login in a block of their own (after the start-up logs, not lost among them).
 Each child's lines are prefixed with its role (`web    | ...`) with LOG_FORMAT=text; JSON lines
 carry their role themselves and pass unchanged.
 Stops everything on Ctrl-C, and everything when any one part dies.
@@ -17,13 +19,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
 logger = logging.getLogger(__name__)
 
 DEMO_OFF_VALUES = ("0", "false", "no", "off")
+READY_TIMEOUT_SECONDS = 120.0
+Login = tuple[str, str | None]  # (user name, its password when it was made just now)
 
 
 def demo_enabled(*, no_demo: bool, environ: Mapping[str, str]) -> bool:
@@ -59,6 +64,84 @@ def demo_seed_on_start() -> None:
             "GASTOWN_DEMO=0 or --no-demo skips this)",
             flush=True,
         )
+
+
+def admin_login_on_start() -> Login | None:
+    """The admin login to show: made now (with its password, shown once) when there is no
+    superuser. None when it cannot be read (then the block says so, and the server starts)."""
+    from rigs.services import admin_login_ensure
+
+    try:
+        return admin_login_ensure()
+    except Exception:
+        logger.exception("could not read or make the admin login")
+        return None
+
+
+def ready_block(url: str, *, login: Login | None, data_dir: str | Path) -> str:
+    """What `make run` prints once it is ready: where to go and how to log in, set apart by
+    rules so that it stands out of the worker's logs."""
+    if login is None:
+        who = "unknown (see the log above); python manage.py ensure_admin makes one"
+    elif login[1] is not None:
+        who = f"{login[0]} / {login[1]}   (made now, shown only this once: change it in the admin)"
+    else:
+        who = (
+            f"{login[0]}   (password as shown when it was made; "
+            f"python manage.py changepassword {login[0]} sets a new one)"
+        )
+    rule = "=" * 78
+    return "\n".join(
+        [
+            "",
+            rule,
+            "  Gas Town is ready",
+            f"  board     {url}/",
+            f"  admin     {url}/admin/",
+            f"  API docs  {url}/api/docs/",
+            f"  login     {who}",
+            f"  data dir  {data_dir}   (Ctrl-C stops everything)",
+            rule,
+            "",
+        ]
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _worker_answers() -> bool:
+    from gastown_site.celery import app
+
+    try:
+        return bool(app.control.ping(timeout=1.0))
+    except Exception:  # the broker is still starting
+        return False
+
+
+def wait_ready(
+    url: str,
+    children: list[tuple[str, subprocess.Popen]],
+    stopping: Callable[[], bool],
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> bool:
+    """Wait until the web answers /healthz and a worker answers a ping. False when a child
+    exits, Ctrl-C is pressed or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    web = False
+    while time.monotonic() < deadline and not stopping():
+        if any(child.poll() is not None for _, child in children):
+            return False
+        web = web or _answers(url)
+        if web and _worker_answers():
+            return True
+        time.sleep(0.3)
+    return False
 
 
 def role_prefix(role: str) -> str:
@@ -145,7 +228,9 @@ def main() -> int:
         print(f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
 
     # The runner hands this to the agents it starts (as GT_URL); an explicit setting wins.
-    os.environ.setdefault("GASTOWN_URL", public_url(args.host, args.port))
+    url = public_url(args.host, args.port)
+    os.environ.setdefault("GASTOWN_URL", url)
+    login = admin_login_on_start()
     if demo_enabled(no_demo=args.no_demo, environ=os.environ):
         demo_seed_on_start()
 
@@ -176,7 +261,7 @@ def main() -> int:
         "gastown_site.asgi:application",
     ]
     children.append(("web", child_start("web", web, prefixed=prefixed)))
-    print(f"Gas Town on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    print(f"Gas Town starting on {url}/ (Ctrl-C stops)", flush=True)
 
     stopping = False
 
@@ -188,6 +273,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     exit_code = 0
     try:
+        if wait_ready(url, children, lambda: stopping):
+            print(ready_block(url, login=login, data_dir=settings.DATA_DIR), flush=True)
+        elif not stopping and all(child.poll() is None for _, child in children):
+            limit = f"{READY_TIMEOUT_SECONDS:g} s"
+            print(f"Gas Town did not answer at {url} within {limit}: see above.", flush=True)
         while not stopping:
             for name, child in children:
                 if child.poll() is not None:

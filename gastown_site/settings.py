@@ -9,6 +9,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import dj_database_url
@@ -30,6 +31,10 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 TESTING = "pytest" in sys.modules
+
+# One version for the server, its backups' manifests and /healthz (bin/gt carries the same).
+with open(BASE_DIR / "pyproject.toml", "rb") as pyproject:
+    GASTOWN_VERSION = tomllib.load(pyproject)["project"]["version"]
 
 # Everything the server creates (database, logs, sockets, keys, worktrees) is private to its user:
 # directories 0700, files 0600.
@@ -102,6 +107,7 @@ INSTALLED_APPS = [
     "convoys",
     "cascades",
     "runner",
+    "backups",
     "demo",
     "board",
 ]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", board_views.healthz, name="healthz"),  # no login: probes call it
     path("metrics", metrics_view, name="metrics"),  # an admin's token or the metrics token
+    path("favicon.ico", board_views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("gastown_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -364,8 +364,7 @@ def reconcile_run(*, repository_id: int | None = None, repair: bool = False) -> 
                 detail = f"rig {rig.slug}: worktree {path} is missing"
                 repaired = False
                 if repair and tip is not None:
-                    sparse = (rig.scope + rig.watch) if rig.sparse else None
-                    git.worktree_add(repo, path, rig.branch, sparse_paths=sparse)
+                    rig_worktree_recreate(rig)
                     detail += "; re-created from its branch"
                     repaired = True
                 elif tip is None:
@@ -381,6 +380,19 @@ def reconcile_run(*, repository_id: int | None = None, repair: bool = False) -> 
                     detail += "; synced"
                 report.add("branch_moved", repository, detail, repaired=repair)
     return report
+
+
+def rig_worktree_recreate(rig: Rig) -> bool:
+    """Check a live rig's branch out again at its worktree path (reconcile's repair, and a
+    restore from a backup); a no-op when it is there. False when the branch is gone."""
+    repo = rig.repository.path
+    if git.resolve_branch(repo, rig.branch) is None:
+        return False
+    worktree = Path(rig.worktree_path)
+    _private_parents(worktree)
+    sparse = (rig.scope + rig.watch) if rig.sparse else None
+    git.worktree_add(repo, worktree, rig.branch, sparse_paths=sparse)
+    return True
 
 
 def rig_rebase_run(*, rig: Rig, onto: str) -> bool:

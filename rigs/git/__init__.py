@@ -7,12 +7,24 @@
 - ``worktrees.py``: worktrees (add, remove, throwaway ones for gates), status, rebase;
 - ``diff.py``: line counts, changed paths, excerpts, touched symbols, hunks;
 - ``symbols.py``: the language-specific patterns behind the symbols (no git);
-- ``merge.py``: in-memory merges, commits written without a checkout, replays.
+- ``merge.py``: in-memory merges, commits written without a checkout, replays;
+- ``bundles.py``: a whole repository in one file (backups) and a repository made from one.
 
 Note: ``git.run`` is the function (as before the split); the module is ``rigs.git.run``
 when imported by its full name (``from rigs.git.run import ...``).
 """
 
+from rigs.git.bundles import (
+    BundleInfo,
+    bundle_create,
+    bundle_list_heads,
+    bundle_verify,
+    git_version,
+    object_exists,
+    refs_all,
+    repository_describe,
+    repository_from_bundle,
+)
 from rigs.git.diff import (
     FileChange,
     FileHunks,
@@ -98,6 +110,7 @@ __all__ = [
     "LOCK_TIMEOUT",
     "TEMP_PREFIX",
     "ZERO_OID",
+    "BundleInfo",
     "Commit",
     "FileChange",
     "FileHunks",
@@ -114,6 +127,9 @@ __all__ = [
     "ahead_behind",
     "branch_exists",
     "branch_tips",
+    "bundle_create",
+    "bundle_list_heads",
+    "bundle_verify",
     "changed_paths",
     "cleanup_temporary_worktrees",
     "commit_files",
@@ -127,6 +143,7 @@ __all__ = [
     "diff_numstat",
     "diff_symbols",
     "git_accepts_ref",
+    "git_version",
     "init_repository",
     "is_ancestor",
     "is_bare",
@@ -134,9 +151,13 @@ __all__ = [
     "is_repository",
     "merge_base",
     "merge_tree",
+    "object_exists",
     "patch_symbols",
     "rebase_worktree",
+    "refs_all",
     "replay_commits",
+    "repository_describe",
+    "repository_from_bundle",
     "repository_lock",
     "resolve_branch",
     "rev_count",

@@ -17,6 +17,7 @@ tasks import services and operations inside their bodies.
 
 from rigs.services.agents import (
     AGENT_EDITABLE,
+    admin_login_ensure,
     agent_create,
     agent_revoke_token,
     agent_rotate_token,
@@ -68,6 +69,7 @@ __all__ = [
     "RIG_SETTINGS",
     "MergeInProgress",
     "TeardownRefused",
+    "admin_login_ensure",
     "agent_create",
     "agent_revoke_token",
     "agent_rotate_token",

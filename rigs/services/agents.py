@@ -1,8 +1,10 @@
 """Agents and tokens."""
 
+import secrets
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -72,6 +74,23 @@ def agent_revoke_token(*, agent: Agent) -> None:
     agent.token_prefix = ""
     agent.save(update_fields=["token_hash", "token_prefix", "updated_at"])
     _agent_event("agent.token", agent, {"action": "revoked"})
+
+
+# --- the first admin login ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def admin_login_ensure(*, username: str = "admin") -> tuple[str, str | None]:
+    """A superuser `username` with a random password when there is no superuser yet. Returns
+    (the name to log in with, the new password or None when a superuser existed): the password
+    is shown once by the caller (`make run`, `manage.py ensure_admin`) and never kept."""
+    User = get_user_model()
+    existing = User.objects.filter(is_superuser=True).order_by("id").first()
+    if existing is not None:
+        return existing.get_username(), None
+    password = secrets.token_urlsafe(12)
+    User.objects.create_superuser(username=username, email="", password=password)
+    return username, password
 
 
 # --- personal API tokens ------------------------------------------------------------------------

@@ -290,8 +290,7 @@ def load_gt():
     import importlib.util
 
     loader = importlib.machinery.SourceFileLoader("gt_cli", str(GT))
-    spec = importlib.util.spec_from_loader("gt_cli", loader)
-    module = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gt_cli", loader))
     loader.exec_module(module)
     return module
 
@@ -356,3 +355,36 @@ def test_gt_runs_on_python_3_8_to_3_10():
         usage = subprocess.run([str(python), "-I", "-S", str(GT), "--help"],
                                capture_output=True, text=True, timeout=60)  # fmt: skip
         assert usage.returncode == 0 and "answer" in usage.stdout, (minor, usage.stderr)
+
+
+def test_gt_version_shows_its_own_and_the_servers(asgi_server, settings, monkeypatch, capsys):
+    out = ok(gt(asgi_server, "", "--version"))  # no token needed
+    assert out.splitlines() == [
+        f"gt {settings.GASTOWN_VERSION}",
+        f"server {settings.GASTOWN_VERSION} at {asgi_server}",
+    ]
+    shown = as_json(gt(asgi_server, "", "--json", "--version"))
+    assert shown == {
+        "gt": settings.GASTOWN_VERSION,
+        "server": settings.GASTOWN_VERSION,
+        "url": asgi_server,
+        "problem": None,
+    }
+
+    old = load_gt()  # a gt kept from an older Gas Town says where to get the server's
+    old.VERSION = "0.0.9"
+    monkeypatch.setenv("GT_URL", asgi_server)
+    assert old.version_main(as_json=False) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "gt 0.0.9"
+    assert lines[2] == (
+        f"gt and the server differ: get the server's gt with "
+        f"`curl -o gt {asgi_server}/api/v1/cli/gt`"
+    )
+
+
+def test_gt_version_without_a_server_still_shows_its_own(settings):
+    """gt carries the version of the Gas Town it came with (pyproject.toml's)."""
+    out = ok(gt("http://127.0.0.1:9", "", "--version"))  # nothing listens on port 9
+    assert out.splitlines()[0] == f"gt {settings.GASTOWN_VERSION}"
+    assert "version unknown: cannot reach http://127.0.0.1:9" in out

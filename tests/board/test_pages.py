@@ -495,8 +495,26 @@ def test_merge_queue_page_shows_each_stage_with_timings(
     assert f"/repositories/{repo.id}/queue/" in listing
 
 
-def test_healthz_needs_no_login(client):
-    assert client.get("/healthz").json()["status"] == "ok"
+def test_the_favicon_is_linked_from_the_board_and_the_admin_and_answers_at_favicon_ico(
+    client, admin_client
+):
+    icon = "/static/gastown/favicon.svg"
+    link = f'<link rel="icon" href="{icon}" type="image/svg+xml">'
+    assert link in client.get("/login/").content.decode()  # the board's base template
+    assert link in client.get("/admin/login/").content.decode()
+    admin_page = admin_client.get("/admin/rigs/rig/add/").content.decode()  # extends extrahead
+    assert link in admin_page and "jsi18n" in admin_page
+    assert "Django administration" in admin_page  # the admin's own base_site is kept
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == icon
+    svg = client.get(icon)
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
+    assert b"<title>Gas Town</title>" in b"".join(svg.streaming_content)
+
+
+def test_healthz_needs_no_login(client, settings):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["version"] == settings.GASTOWN_VERSION
 
 
 def test_pages_make_no_query_per_row(operator_client, repo):

@@ -18,6 +18,7 @@ from cascades.watch import path_matches, rig_watch_patterns
 from convoys import services as convoy_services
 from convoys.models import Bead, BeadDependency, Convoy, Leg
 from demo import plan, seed
+from events.models import Event
 from gastown_site import run as run_module
 from rigs import services as rig_services
 from rigs.models import Agent, Repository
@@ -253,14 +254,34 @@ def test_seed_demo_command(db, demo_dirs):
 
 
 def test_seed_demo_force_paces_the_agents_it_reuses(db, demo_dirs):
-    call_command("seed_demo", "--pace", "0.2", "--no-launch", stdout=io.StringIO())
-    call_command("seed_demo", "--force", "--pace", "3", "--no-launch", stdout=io.StringIO())
+    def commands() -> set[str]:
+        demo_agents = Agent.objects.filter(name__startswith="demo-")
+        return set(demo_agents.values_list("runtime_command", flat=True))
 
-    commands = set(
-        Agent.objects.filter(name__startswith="demo-").values_list("runtime_command", flat=True)
-    )
-    assert commands == {"gastown-agent --pace 3"}
+    call_command("seed_demo", "--pace", "0.2", "--no-launch", stdout=io.StringIO())
+    # without --pace the agents it reuses keep theirs
+    call_command("seed_demo", "--force", "--no-launch", stdout=io.StringIO())
+    assert commands() == {"gastown-agent --pace 0.2"}
+    assert not Event.objects.filter(kind="agent.updated").exists()
+
+    out = io.StringIO()
+    call_command("seed_demo", "--force", "--pace", "3", "--no-launch", stdout=out)
+    assert commands() == {"gastown-agent --pace 3"}
     assert Agent.objects.filter(name__startswith="demo-").count() == 5
+    names = "demo-api, demo-deploy, demo-docs, demo-frontend, demo-tests"
+    assert f"Agents {names} run `gastown-agent --pace 3`." in out.getvalue()
+    # through the service: an edit like any other, on the event log
+    updated = Event.objects.filter(kind="agent.updated")
+    assert sorted(e.payload["name"] for e in updated) == names.split(", ")
+    assert all(e.payload["fields"] == ["runtime_command"] for e in updated)
+
+
+def test_seed_demo_force_leaves_a_demo_named_agent_that_is_not_scripted_alone(db, demo_dirs):
+    rig_services.agent_create(name="demo-docs", runtime=Agent.Runtime.CLAUDE)
+    call_command("seed_demo", "--force", "--pace", "3", "--no-launch", stdout=io.StringIO())
+    docs = Agent.objects.get(name="demo-docs")
+    assert (docs.runtime, docs.runtime_command) == (Agent.Runtime.CLAUDE, "")
+    assert Agent.objects.get(name="demo-api").runtime_command == "gastown-agent --pace 3"
 
 
 @pytest.mark.parametrize("pace", ["-1", "nan", "inf"])

@@ -18,9 +18,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--pace",
             type=float,
-            default=1.5,
-            help="Seconds the scripted agents pause between steps (default 1.5), for the demo "
-            "agents it creates and the scripted ones it reuses.",
+            default=None,
+            help=f"Seconds the scripted agents pause between steps: for the demo agents it "
+            f"creates (default {seed.DEFAULT_PACE:g}) and, when given, the scripted ones it reuses "
+            "(their queued or running runs keep the pace they started with).",
         )
         parser.add_argument(
             "--no-launch", action="store_true", help="Leave the convoy a draft (launch it later)."
@@ -29,8 +30,8 @@ class Command(BaseCommand):
             "--force", action="store_true", help="Seed even though convoys or repositories exist."
         )
 
-    def handle(self, *args, pace: float, no_launch: bool, force: bool, **options) -> None:
-        if not (math.isfinite(pace) and pace >= 0):
+    def handle(self, *args, pace: float | None, no_launch: bool, force: bool, **options) -> None:
+        if pace is not None and not (math.isfinite(pace) and pace >= 0):
             raise CommandError("--pace must be zero or more seconds.")
         if not force and not seed.demo_is_needed():
             raise CommandError(
@@ -45,4 +46,6 @@ class Command(BaseCommand):
                 f"Seeded convoy '{convoy.title}' ({convoy.slug}, {convoy.state}) on {path}"
             )
         )
+        for command, names in seed.demo_agents_pace().items():
+            self.stdout.write(f"Agents {', '.join(names)} run `{command}`.")
         self.stdout.write(f"Watch its history: git -C {path} log --oneline --graph")

@@ -1,7 +1,6 @@
-import secrets
-
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+from rigs.services import admin_login_ensure
 
 
 class Command(BaseCommand):
@@ -11,13 +10,11 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
 
     def handle(self, *args, username: str, **options) -> None:
-        User = get_user_model()
-        if User.objects.filter(is_superuser=True).exists():
+        name, password = admin_login_ensure(username=username)
+        if password is None:
             return
-        password = secrets.token_urlsafe(12)
-        User.objects.create_superuser(username=username, email="", password=password)
         self.stdout.write(
             self.style.WARNING(
-                f"Created admin login (shown once): username '{username}' password '{password}'"
+                f"Created admin login (shown once): username '{name}' password '{password}'"
             )
         )
