@@ -52,7 +52,7 @@ Say = Callable[[str], None]
 SECRET_KEY_FILE = "secret_key"
 # What settings make in a data dir when any command starts: a data dir holding only these is
 # still empty for a restore.
-MADE_AT_START = (SECRET_KEY_FILE, "staticfiles")
+MADE_AT_START = (SECRET_KEY_FILE, "staticfiles", "metrics")  # what any manage.py makes
 
 
 @dataclass

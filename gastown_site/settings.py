@@ -4,6 +4,7 @@ Nothing set: the embedded default (SQLite in WAL mode and an embedded Redis on a
 both under the data dir). `DATABASE_URL` and `REDIS_URL` select PostgreSQL and Redis.
 """
 
+import logging
 import os
 import secrets
 import shutil
@@ -432,8 +433,13 @@ LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-# Beat tasks log at DEBUG when they found nothing to do (common/logs.py, QuietTicksFilter).
-GASTOWN_TICK_TASKS = frozenset(entry["task"] for entry in CELERY_BEAT_SCHEDULE.values())
+# Beat tasks log at DEBUG when they found nothing to do (common/logs.py, QuietTicksFilter), and
+# so do the per-rig syncs the sync tick fans out (one a live rig a minute).
+GASTOWN_TICK_TASKS = frozenset(entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()) | {
+    "rigs.tasks.rig_sync"
+}
+# Python warnings (Celery's "running as root", say) go through logging: one format per line.
+logging.captureWarnings(True)
 
 LOGGING = {
     "version": 1,

@@ -51,6 +51,12 @@ def metrics_refusal(request: HttpRequest) -> JsonResponse | None:
         if expected and hmac.compare_digest(credentials.encode(), expected.encode()):
             return None
         token_failure_record(address)
+        if not expected:
+            return _refusal(
+                401,
+                "authentication_failed",
+                "no metrics token is configured (GASTOWN_METRICS_TOKEN): use an admin's API token.",
+            )
         return _refusal(401, "authentication_failed", "wrong metrics token.")
     principal = principal_for_token(credentials)
     if principal is None:

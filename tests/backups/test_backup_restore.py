@@ -470,3 +470,17 @@ def test_relocate_points_the_rows_at_the_new_places_and_adopts_live_runs(db, set
     assert running.host == host_name()
     event = Event.objects.get(kind="installation.restored")
     assert event.payload["source_host"] == "old-host" and event.payload["runs_adopted"] == 1
+
+
+def test_what_any_manage_py_makes_does_not_count_as_content(settings, tmp_path):
+    """An operator makes the folder first (a mounted volume); `manage.py` itself then puts a
+    secret key, an empty staticfiles and an empty metrics folder in it."""
+    from backups.operations import _made_at_start
+
+    data_dir = tmp_path / "volume"
+    for name in ("metrics", "staticfiles"):
+        (data_dir / name).mkdir(parents=True)
+    (data_dir / "secret_key").write_text("x" * 50)
+    assert all(_made_at_start(entry) for entry in data_dir.iterdir())
+    (data_dir / "metrics" / "counter_123.db").write_bytes(b"\0")  # a process wrote metrics
+    assert not _made_at_start(data_dir / "metrics")
