@@ -149,6 +149,27 @@ _KINDS = [
         "run.usage", "an agent reported usage", ("run", "rig", "attempt", "convoy_spent_usd")
     ),
     EventKind("run.refused", "no agent was launched for a leg", ("rig", "leg", "agent", "reason")),
+    # budgets (runner/budgets.py)
+    EventKind(
+        "budget.changed",
+        "a budget was set, changed or deleted",
+        (
+            "budget",
+            "scope",
+            "target",
+            "window",
+            "limit_usd",
+            "limit_tokens",
+            "max_agents",
+            "by",
+            "deleted",
+        ),
+    ),
+    EventKind(
+        "budget.level",
+        "a budget's spend crossed 80% or 100% (or fell back under)",
+        ("budget", "key", "label", "window", "from", "to", "spent_usd", "spent_tokens", "message"),
+    ),
 ]
 
 EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in _KINDS}
