@@ -14,10 +14,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from board.pages import BoardFilters, FeedFilters
-from common.params import parse_id
+from common.params import MAX_ID, parse_id
 from notifications.models import Notification
 from rigs.models import Repository
 from rigs.services import repository_name_from_path
+from runner.models import Budget
 
 # --- fields ------------------------------------------------------------------------------------
 
@@ -353,3 +354,46 @@ class AnswerForm(forms.Form):
     """An operator's answer to an escalation or an ended turn (the rig page, Escalations)."""
 
     answer = forms.CharField(max_length=4000, strip=True, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+# --- budgets -----------------------------------------------------------------------------------
+
+
+class BudgetSetForm(forms.Form):
+    """The Budgets page's "Set a limit": a target (`agent:3`, `repository:1`, `convoy:5`), a
+    window, dollars and/or tokens, a cap on runs at once. A target's budget for that window is
+    changed when it has one, else made (`runner.budgets.budget_save`)."""
+
+    target = forms.ChoiceField(error_messages={"required": "choose what the limit is on."})
+    window = forms.ChoiceField(choices=Budget.Window.choices, initial=Budget.Window.DAY)
+    limit_usd = BudgetField(required=False)
+    limit_tokens = forms.IntegerField(required=False, min_value=0, max_value=MAX_ID)
+    max_agents = forms.IntegerField(required=False, min_value=1, max_value=32767)
+
+    def __init__(self, *args: Any, targets: list[tuple[str, list[tuple[str, str]]]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target"].choices = [("", "choose…"), *targets]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        none = data.get("limit_usd") is None and data.get("limit_tokens") is None
+        if none and not self.has_error("limit_usd") and not self.has_error("limit_tokens"):
+            self.add_error("limit_usd", "set a limit in dollars, in tokens, or both.")
+        return data
+
+    def budget(self) -> Budget:
+        """The budget to save (once valid): the target's for that window, or a new one."""
+        data = self.cleaned_data
+        scope, _, pk = data["target"].partition(":")
+        field = {"agent": "agent_id", "repository": "repository_id", "convoy": "convoy_id"}[scope]
+        target = {field: int(pk)}
+        budget = Budget.objects.filter(**target, window=data["window"]).first()
+        budget = budget or Budget(scope=scope, window=data["window"], **target)
+        budget.limit_usd = data["limit_usd"]
+        budget.limit_tokens = data["limit_tokens"]
+        budget.max_agents = data["max_agents"]
+        return budget
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        for name, messages in exc.message_dict.items():
+            self.add_error(name if name in self.fields else None, " ".join(messages))

@@ -42,7 +42,8 @@ from rigs.models import Agent, MergeRequest, Repository, Rig
 from rigs.selectors import RigPosition, rig_position, rig_positions
 from runner import selectors as run_selectors
 from runner import services as run_services
-from runner.models import AgentRun
+from runner.limits import Limit, limits_of
+from runner.models import AgentRun, Budget
 
 S = Convoy.State
 # The board's columns, left to right. Cancelled convoys sit behind a toggle.
@@ -952,4 +953,59 @@ def escalations_page() -> dict[str, Any]:
         "answered": answered,
         "groups": "board",
         "nav": "escalations",
+    }
+
+
+# --- budgets -----------------------------------------------------------------------------------
+
+BUDGETS_SHOWN = 200
+
+
+def budget_row(limit: Limit) -> dict[str, Any]:
+    """One limit as the Budgets page shows it: its figures, a bar, what it does now."""
+    cap = limit.cap()
+    return {
+        "limit": limit,
+        "budget": limit.budget,
+        "bar": min(100, limit.percent),
+        "cap": cap,
+        "halved": limit.level == Budget.Level.WARNING,
+        "usd": f"{money(limit.spent_usd)} of {money(limit.limit_usd)}"
+        if limit.limit_usd is not None
+        else "",
+        "tokens": f"{limit.spent_tokens:,} of {limit.limit_tokens:,} tokens"
+        if limit.limit_tokens is not None
+        else "",
+    }
+
+
+def budgets_page() -> dict[str, Any]:
+    """Every budget with its spend over its window (one aggregate query), the convoys' own
+    budgets, and what the "Set a limit" form can name. Six queries."""
+    event_id = last_event_id()
+    budgets = list(
+        Budget.objects.select_related("agent", "repository", "convoy").order_by("scope", "id")[
+            :BUDGETS_SHOWN
+        ]
+    )
+    convoys = list(
+        Convoy.objects.filter(state__in=OPEN_STATES).order_by("-created_at")[:BUDGETS_SHOWN]
+    )
+    limits = limits_of(budgets, convoys)
+    agents = list(Agent.objects.filter(is_active=True).order_by("name").values_list("id", "name"))
+    repositories = list(Repository.objects.order_by("name").values_list("id", "name"))
+    targets = [
+        ("Agents", [(f"agent:{pk}", name) for pk, name in agents]),
+        ("Repositories", [(f"repository:{pk}", name) for pk, name in repositories]),
+        ("Convoys", [(f"convoy:{c.pk}", c.title) for c in convoys]),
+    ]
+    return {
+        "last_event_id": event_id,
+        "rows": [budget_row(limit) for limit in limits if limit.budget is not None],
+        "convoy_rows": [budget_row(limit) for limit in limits if limit.budget is None],
+        "targets": targets,
+        "machine_cap": settings.GASTOWN_MAX_AGENTS,
+        "grace": settings.GASTOWN_BUDGET_GRACE_SECONDS,
+        "groups": "board",
+        "nav": "budgets",
     }

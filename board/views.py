@@ -36,8 +36,9 @@ from notifications.models import Notification
 from rigs import services as rig_services
 from rigs.models import Rig
 from rigs.permissions import is_admin, is_operator, is_viewer
+from runner import budgets as run_budgets
 from runner import services as run_services
-from runner.models import AgentRun
+from runner.models import AgentRun, Budget
 
 S = Convoy.State
 NO_ROLE = "Your account has no role: ask an admin to add you to 'viewer' or 'operator'."
@@ -621,6 +622,57 @@ def favicon(request: HttpRequest) -> HttpResponse:
     """`/favicon.ico`: browsers ask for it whatever a page links (the API docs, a JSON answer);
     it is the board's SVG icon."""
     return redirect(static("gastown/favicon.svg"), permanent=True)
+
+
+# --- budgets: limits on what agents spend --------------------------------------------------------
+
+
+def _budgets(
+    request: HttpRequest, form: forms.BudgetSetForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = pages.budgets_page()
+    if form is None:
+        form = forms.BudgetSetForm(targets=context["targets"])
+    return _page(request, "board/budgets.html", {**context, "form": form}, status=status)
+
+
+@role_required
+@require_GET
+def budgets(request: HttpRequest) -> HttpResponse:
+    """Every budget with a bar of its spend; operators also get the "Set a limit" form."""
+    return _budgets(request)
+
+
+@operator_required
+@require_POST
+def budget_set(request: HttpRequest) -> HttpResponse:
+    """Set a limit (a target's budget for a window is changed, or made) through
+    `runner.budgets.budget_save`, which checks it at once. Errors are shown beside the field."""
+    if not is_operator(request.user):
+        return _forbidden(request, NOT_OPERATOR)
+    form = forms.BudgetSetForm(request.POST, targets=pages.budgets_page()["targets"])
+    if form.is_valid():
+        try:
+            budget = run_budgets.budget_save(budget=form.budget(), by=request.user.get_username())
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, f"Budget set: the {budget}.")
+            return redirect("board:budgets")
+    return _budgets(request, form, status=400)
+
+
+@operator_required
+@require_POST
+def budget_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    queryset = Budget.objects.select_related("agent", "repository", "convoy")
+    budget = get_object_or_404(queryset, pk=pk)
+
+    def action() -> str:
+        run_budgets.budget_delete(budget=budget, by=request.user.get_username())
+        return f"Budget deleted: the {budget}."
+
+    return _act(request, action, default_next=reverse("board:budgets"))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

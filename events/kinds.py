@@ -168,6 +168,27 @@ _KINDS = [
         "worktrees and run logs now live under this data dir",
         ("backup_created_at", "source_host", "repositories", "rigs_moved", "runs_adopted"),
     ),
+    # budgets (runner/budgets.py)
+    EventKind(
+        "budget.changed",
+        "a budget was set, changed or deleted",
+        (
+            "budget",
+            "scope",
+            "target",
+            "window",
+            "limit_usd",
+            "limit_tokens",
+            "max_agents",
+            "by",
+            "deleted",
+        ),
+    ),
+    EventKind(
+        "budget.level",
+        "a budget's spend crossed 80% or 100% (or fell back under)",
+        ("budget", "key", "label", "window", "from", "to", "spent_usd", "spent_tokens", "message"),
+    ),
 ]
 
 EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in _KINDS}

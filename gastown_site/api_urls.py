@@ -55,6 +55,9 @@ urlpatterns = [
     path("runs/<int:pk>/stop/", runner_api.AgentRunStopView.as_view(), name="run-stop"),
     path("runs/<int:pk>/log/", runner_api.AgentRunLogView.as_view(), name="run-log"),
     path("runs/<int:pk>/usage/", runner_api.AgentRunUsageView.as_view(), name="run-usage"),
+    # budgets
+    path("budgets/", runner_api.BudgetListView.as_view(), name="budget-list"),
+    path("budgets/<int:pk>/", runner_api.BudgetDetailView.as_view(), name="budget-detail"),
     # the merge queue
     path("merge-requests/", rigs_api.MergeRequestListView.as_view(), name="merge-request-list"),
     path(

@@ -400,6 +400,9 @@ GASTOWN_RUN_MAX_RESTARTS = int(os.environ.get("GASTOWN_RUN_MAX_RESTARTS", "2"))
 GASTOWN_RUN_MAX_WAKES = int(os.environ.get("GASTOWN_RUN_MAX_WAKES", "3"))
 GASTOWN_RUN_BACKOFF_SECONDS = float(os.environ.get("GASTOWN_RUN_BACKOFF_SECONDS", "10"))
 GASTOWN_RUN_STOP_GRACE_SECONDS = float(os.environ.get("GASTOWN_RUN_STOP_GRACE_SECONDS", "10"))
+# A budget reached stops its runs after their current step (their next usage report), or after
+# this long at the latest (docs/runner.md, "Budgets").
+GASTOWN_BUDGET_GRACE_SECONDS = float(os.environ.get("GASTOWN_BUDGET_GRACE_SECONDS", "60"))
 # A Claude Code or Codex run that fails this soon, before any progress, failed at start (no key,
 # no login, no binary): escalated at once, not restarted (runner/startup.py; 0: no time rule).
 GASTOWN_RUN_START_SECONDS = float(os.environ.get("GASTOWN_RUN_START_SECONDS", "30"))

@@ -1,11 +1,15 @@
+from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html
 
 from common.admin import run_service_action
 from convoys.admin import RigWithBeadsAdmin
+from rigs.admin import ServiceModelAdmin, _service_call
 from rigs.models import Rig
-from runner import selectors, services
-from runner.models import AgentRun
+from runner import budgets, selectors, services
+from runner.limits import budget_limits
+from runner.models import AgentRun, Budget
 
 
 @admin.register(AgentRun)
@@ -86,3 +90,76 @@ class RigWithRunsAdmin(RigWithBeadsAdmin):
             ),
             "Launched the agent of",
         )
+
+
+class BudgetChangeList(ChangeList):
+    """The page's budgets with their spend: one aggregate query for the page."""
+
+    def get_results(self, request) -> None:
+        super().get_results(request)
+        limits = budget_limits(self.result_list)
+        for budget in self.result_list:
+            budget._limit = limits[budget.pk]
+
+
+class BudgetForm(forms.ModelForm):
+    """The scope follows from the one target chosen."""
+
+    class Meta:
+        model = Budget
+        fields = [
+            "agent",
+            "repository",
+            "convoy",
+            "window",
+            "limit_usd",
+            "limit_tokens",
+            "max_agents",
+        ]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        given = [name for name in ("agent", "repository", "convoy") if data.get(name)]
+        if len(given) != 1:
+            raise forms.ValidationError("Choose exactly one of agent, repository and convoy.")
+        self.instance.scope = given[0]
+        return data
+
+
+@admin.register(Budget)
+class BudgetAdmin(ServiceModelAdmin):
+    """Budgets: set, changed and deleted through runner.budgets (checked at once), with their
+    spend over the window on the list (one aggregate query for the page)."""
+
+    form = BudgetForm
+    list_display = ["__str__", "limit_usd", "limit_tokens", "max_agents", "spent", "level_now"]
+    list_filter = ["scope", "window"]
+    list_select_related = ["agent", "repository", "convoy"]
+    autocomplete_fields = ["agent", "repository", "convoy"]
+    readonly_fields = ["scope", "level", "level_at", "set_by", "created_at", "updated_at"]
+
+    def get_changelist(self, request, **kwargs):
+        return BudgetChangeList
+
+    def _limit(self, obj: Budget):
+        limit = getattr(obj, "_limit", None)  # BudgetChangeList's, for the page
+        return limit if limit is not None else budget_limits([obj])[obj.pk]
+
+    @admin.display(description="spent in its window")
+    def spent(self, obj: Budget) -> str:
+        return self._limit(obj).figures
+
+    @admin.display(description="level")
+    def level_now(self, obj: Budget) -> str:
+        return self._limit(obj).level
+
+    def save_model(self, request, obj: Budget, form, change: bool) -> None:
+        who = request.user.get_username()
+        _service_call(lambda: budgets.budget_save(budget=obj, by=who))
+
+    def delete_model(self, request, obj: Budget) -> None:
+        budgets.budget_delete(budget=obj, by=request.user.get_username())
+
+    def delete_queryset(self, request, queryset) -> None:
+        for budget in queryset:
+            self.delete_model(request, budget)

@@ -1,4 +1,5 @@
-"""Thin DRF views for agent runs: launch, list, read, stop, follow the log, report usage."""
+"""Thin DRF views for agent runs (launch, list, read, stop, follow the log, report usage) and
+budgets (list, read, set, change, delete)."""
 
 from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
@@ -13,11 +14,15 @@ from rest_framework.views import APIView
 from common.params import MAX_ID, parse_count
 from rigs.api import IdFilter, RigActionView
 from rigs.auth import calling_agent
-from rigs.permissions import is_operator, is_viewer
+from rigs.permissions import ReadOrOperator, is_operator, is_viewer
 from runner import budgets, selectors, services
-from runner.models import AgentRun
+from runner.limits import budget_limits
+from runner.models import AgentRun, Budget
 from runner.serializers import (
     AgentRunSerializer,
+    BudgetChangeSerializer,
+    BudgetCreateSerializer,
+    BudgetSerializer,
     RunLaunchSerializer,
     RunLogSerializer,
     RunUsageSerializer,
@@ -134,6 +139,86 @@ class AgentRunUsageView(RunObjectMixin, APIView):
         usage = Usage(**body.validated_data)
         run = budgets.agent_run_usage_add(run=run, usage=usage, source="api")
         return Response(AgentRunSerializer(run).data)
+
+
+class BudgetFilter(filters.FilterSet):
+    scope = filters.ChoiceFilter(choices=Budget.Scope.choices)
+    window = filters.ChoiceFilter(choices=Budget.Window.choices)
+    agent = filters.CharFilter(field_name="agent__name", help_text="the agent's name")
+    repository = IdFilter(field_name="repository_id")
+    convoy = IdFilter(field_name="convoy_id")
+
+    class Meta:
+        model = Budget
+        fields = ["scope", "window", "agent", "repository", "convoy"]
+
+
+def _budget_body(budget: Budget) -> dict:
+    return BudgetSerializer(budget, context={"limits": budget_limits([budget])}).data
+
+
+class BudgetListView(generics.ListCreateAPIView):
+    """`GET budgets/`: limits in dollars and tokens on what runs spend, each with its spend over
+    its window (people with a role: all; an agent: those over its own runs). `POST budgets/`:
+    set one (operators): exactly one of `agent`, `repository`, `convoy`; one per target and
+    window. A limit set under what is already spent acts at once (docs/runner.md#budgets)."""
+
+    serializer_class = BudgetSerializer
+    filterset_class = BudgetFilter
+    permission_classes = [ReadOrOperator]
+
+    def get_queryset(self):
+        return selectors.budgets_visible(calling_agent(self.request))
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        limits = budget_limits(page)  # one aggregate query for the page's spend
+        data = BudgetSerializer(page, many=True, context={"limits": limits}).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(request=BudgetCreateSerializer, responses={201: BudgetSerializer})
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        body = BudgetCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        budget = budgets.budget_save(budget=Budget(**body.validated_data), by=str(request.user))
+        return Response(_budget_body(budget), status=status.HTTP_201_CREATED)
+
+
+class BudgetDetailView(APIView):
+    """`GET budgets/{id}/` (as the list), `PATCH` its limits, window or cap, `DELETE` it
+    (operators). Its target cannot change: delete it and set another."""
+
+    permission_classes = [ReadOrOperator]
+
+    def get_budget(self, request: Request, pk: int) -> Budget:
+        budget = selectors.budgets_visible(calling_agent(request)).filter(pk=pk).first()
+        if budget is None:
+            raise NotFound(f"budget {pk} does not exist.")
+        return budget
+
+    @extend_schema(responses={200: BudgetSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(_budget_body(self.get_budget(request, pk)))
+
+    @extend_schema(request=BudgetChangeSerializer, responses={200: BudgetSerializer})
+    def patch(self, request: Request, pk: int) -> Response:
+        budget = self.get_budget(request, pk)
+        for name in ("scope", "agent", "repository", "convoy"):
+            if name in request.data:
+                raise ValidationError(
+                    {name: "a budget's target cannot change: delete it and set another."}
+                )
+        body = BudgetChangeSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        for name, value in body.validated_data.items():
+            setattr(budget, name, value)
+        budget = budgets.budget_save(budget=budget, by=str(request.user))
+        return Response(_budget_body(budget))
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        budgets.budget_delete(budget=self.get_budget(request, pk), by=str(request.user))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def _count_param(request: Request, name: str, default: int | None) -> int | None:

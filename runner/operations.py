@@ -16,6 +16,7 @@ from common import process
 from common.statemachine import StaleState
 from rigs.models import hash_token
 from runner import rules, services
+from runner.limits import DispatchBook
 from runner.models import AgentRun
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ State = AgentRun.State
 STARTING_LIMIT_SECONDS = 60
 
 
-def _start_verdict(run: AgentRun) -> str:
+def _start_verdict(run: AgentRun, book: DispatchBook) -> str:
     """'go', 'wait', or the reason the queued run is cancelled instead."""
     rig = run.rig
     if not run.agent.is_active:
@@ -35,13 +36,13 @@ def _start_verdict(run: AgentRun) -> str:
         return "wait"
     if rig.state not in rules.RUNNABLE_RIG_STATES:
         return f"rig {rig.slug} is {rig.state}"
-    refusal = rules.convoy_budget_refusal(run)
-    return refusal or "go"
+    return book.verdict(run)  # its budgets: reached (cancelled), at their cap (waits), or go
 
 
 def agent_runs_dispatch() -> list[int]:
     """Start queued runs while this machine has free agent slots (GASTOWN_MAX_AGENTS). Oldest
-    first; a run waits while its rig is provisioning or its backoff lasts. Returns started ids."""
+    first; a run waits while its rig is provisioning, its backoff lasts or a budget over it has
+    as many runs going as it allows (half from 80% spent). Returns started ids."""
     host = process.host_name()
     started: list[int] = []
     with process.host_lock():
@@ -57,10 +58,12 @@ def agent_runs_dispatch() -> list[int]:
             .select_related("rig", "agent")
             .order_by("created_at", "id")
         )
-        for run in queued[: free + 50]:
+        candidates = list(queued[: free + 50])
+        book = DispatchBook(candidates)  # the budgets over them, read once
+        for run in candidates:
             if len(started) >= free:
                 break
-            verdict = _start_verdict(run)
+            verdict = _start_verdict(run, book)
             if verdict == "wait":
                 continue
             try:
@@ -74,6 +77,7 @@ def agent_runs_dispatch() -> list[int]:
                 )
             except StaleState:
                 continue  # stopped or cancelled meanwhile
+            book.started(run)
             try:
                 pid = process.supervisor_spawn(run.id, token)
             except OSError as exc:

@@ -1,6 +1,6 @@
 """What the runner decides from data alone (no writes): which command an agent runs, in which
-rig states an agent can run, what asks for an agent, when a convoy's budget stops new runs.
-Services, operations and the board all ask here."""
+rig states an agent can run, what asks for an agent, how a convoy's own budget is told.
+Services, operations and the board all ask here (budgets: runner/limits.py)."""
 
 import signal
 
@@ -12,7 +12,6 @@ from convoys.services.coordination import turn_topic
 from notifications.models import ACTION_SEVERITIES, Notification
 from rigs.models import Agent, Repository, Rig
 from runner import presets
-from runner.models import AgentRun
 
 # Preset commands per runtime; an agent's own `runtime_command` wins. The prompt comes from
 # `gt prime` (the agent's briefing); data never gets pasted into the command text. Claude Code
@@ -74,14 +73,6 @@ def convoy_budget_message(convoy: Convoy) -> str:
         f"convoy '{convoy.title}' reached its budget: ${convoy.spent_usd:.2f} spent of "
         f"${convoy.budget_usd:.2f}; no new agent runs are launched for it"
     )
-
-
-def convoy_budget_refusal(run: AgentRun) -> str:
-    """Why a queued run may not start because of its convoy's budget ('' when it may)."""
-    if run.convoy_id is None:
-        return ""
-    convoy = Convoy.objects.get(pk=run.convoy_id)
-    return convoy_budget_message(convoy) if convoy.budget_reached else ""
 
 
 def leg_needs_agent(leg: Leg) -> bool:

@@ -1,9 +1,12 @@
-"""Agent runs: the reads."""
+"""Agent runs and budgets: the reads (what budgets have spent: runner/limits.py)."""
 
 from pathlib import Path
 
-from rigs.models import Rig
-from runner.models import AgentRun
+from django.db.models import Q, QuerySet
+
+from convoys.models import Leg
+from rigs.models import Agent, Rig
+from runner.models import AgentRun, Budget
 
 LOG_CHUNK_MAX = 256 * 1024
 LOG_TAIL_DEFAULT = 16 * 1024
@@ -17,6 +20,11 @@ def claim_holder_run(agent_id: int, rig_id: int) -> int | None:
         .values_list("pk", flat=True)
         .first()
     )
+
+
+def run_stop_by(run_id: int):
+    """When a run asked to stop after its step must stop at the latest (None: not asked)."""
+    return AgentRun.objects.filter(pk=run_id).values_list("stop_by", flat=True).first()
 
 
 def runs_for_rig(rig: Rig | int, limit: int = 10) -> list[AgentRun]:
@@ -68,3 +76,16 @@ def _incomplete_tail(data: bytes) -> int:
             needed = 4 if byte >= 0xF0 else needed
             return back if needed > back else 0
     return 0
+
+
+def budgets_visible(agent: Agent | None) -> QuerySet[Budget]:
+    """Budgets, newest last: all for people with a role; for an agent, those over its own
+    runs (on itself, on the repositories it has rigs in, on the convoys of its rigs' legs)."""
+    budgets = Budget.objects.select_related("agent", "repository", "convoy").order_by("id")
+    if agent is None:
+        return budgets
+    repositories = Rig.objects.filter(agent=agent).values("repository_id")
+    convoys = Leg.objects.filter(rig__agent=agent).values("convoy_id")
+    return budgets.filter(
+        Q(agent=agent) | Q(repository_id__in=repositories) | Q(convoy_id__in=convoys)
+    )

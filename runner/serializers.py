@@ -2,7 +2,11 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from runner.models import AgentRun
+from common.params import MAX_ID
+from convoys.models import Convoy
+from rigs.models import Agent, Repository
+from runner.limits import Limit
+from runner.models import AgentRun, Budget
 
 
 class AgentRunSerializer(serializers.ModelSerializer):
@@ -35,6 +39,7 @@ class AgentRunSerializer(serializers.ModelSerializer):
             "finished_at",
             "last_output_at",
             "stop_requested_at",
+            "stop_by",
             "escalated_at",
             "input_tokens",
             "output_tokens",
@@ -73,3 +78,104 @@ class RunLogSerializer(serializers.Serializer):
     size = serializers.IntegerField()
     text = serializers.CharField()
     complete = serializers.BooleanField(help_text="The run ended: the log will not grow.")
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    """A budget with what was spent against it over its window (`spent_*`, `percent`, `level`
+    as of now; `cap`: how many runs may go at once under it now, null for no cap of its own)."""
+
+    agent = serializers.CharField(source="agent.name", read_only=True, default=None)
+    target = serializers.CharField(source="target_label", read_only=True)
+    spent_usd = serializers.SerializerMethodField()
+    spent_tokens = serializers.SerializerMethodField()
+    percent = serializers.SerializerMethodField()
+    level = serializers.SerializerMethodField()
+    cap = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Budget
+        fields = [
+            "id",
+            "scope",
+            "agent",
+            "repository",
+            "convoy",
+            "target",
+            "window",
+            "limit_usd",
+            "limit_tokens",
+            "max_agents",
+            "spent_usd",
+            "spent_tokens",
+            "percent",
+            "level",
+            "cap",
+            "set_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def _limit(self, budget: Budget) -> Limit:
+        """From the view's one aggregate for the page (`limits` in the context)."""
+        return self.context["limits"][budget.pk]
+
+    def get_spent_usd(self, budget: Budget) -> str:
+        return f"{self._limit(budget).spent_usd:.4f}"
+
+    def get_spent_tokens(self, budget: Budget) -> int:
+        return self._limit(budget).spent_tokens
+
+    def get_percent(self, budget: Budget) -> int:
+        return self._limit(budget).percent
+
+    def get_level(self, budget: Budget) -> str:
+        return self._limit(budget).level
+
+    def get_cap(self, budget: Budget) -> int | None:
+        return self._limit(budget).cap()
+
+
+class BudgetChangeSerializer(serializers.Serializer):
+    """A budget's limits (PATCH: any of them)."""
+
+    window = serializers.ChoiceField(choices=Budget.Window.choices, default=Budget.Window.DAY)
+    limit_usd = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        min_value=Decimal(0),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Dollars over the window; null: no limit in dollars.",
+    )
+    limit_tokens = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_ID,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Input plus output tokens over the window; null: no limit in tokens.",
+    )
+    max_agents = serializers.IntegerField(
+        min_value=1,
+        max_value=32767,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Runs at once under it (null: the machine's cap); halved from 80% spent.",
+    )
+
+
+class BudgetCreateSerializer(BudgetChangeSerializer):
+    """A new budget: exactly one of `agent` (its name), `repository`, `convoy` (ids)."""
+
+    agent = serializers.SlugRelatedField(
+        slug_field="name", queryset=Agent.objects.all(), required=False, allow_null=True
+    )
+    repository = serializers.PrimaryKeyRelatedField(
+        queryset=Repository.objects.all(), required=False, allow_null=True
+    )
+    convoy = serializers.PrimaryKeyRelatedField(
+        queryset=Convoy.objects.all(), required=False, allow_null=True
+    )

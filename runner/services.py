@@ -1,8 +1,8 @@
 """Agent runs: the writes. Each service is one transaction and appends its events.
 
 A run is requested (queued), started by the scheduler when its rig is ready, a slot on this
-machine is free and its convoy's budget allows (`runner.operations.agent_runs_dispatch`), and
-ends succeeded, failed, stopped or cancelled. A failed run is restarted as a new run with
+machine is free and its budgets allow (`runner.operations.agent_runs_dispatch`), and ends
+succeeded, failed, stopped or cancelled. A failed run is restarted as a new run with
 backoff, up to `GASTOWN_RUN_MAX_RESTARTS` times, then escalated.
 """
 
@@ -31,12 +31,12 @@ from notifications.models import Notification
 from notifications.services import notification_send
 from rigs.models import Rig
 from runner import tasks
+from runner.limits import RunScope, limit_reached
 from runner.models import AgentRun
 from runner.rules import (
     MAX_BACKOFF_SECONDS,
     agent_launchable,
     agent_runtime_command,
-    convoy_budget_message,
     exit_description,
     leg_needs_agent,
     turn_ended,
@@ -110,7 +110,9 @@ def agent_run_refusal(
 ) -> LaunchRefusal | None:
     """Why the rig's agent cannot be launched now (None: it can), an active run aside. The one
     rule behind `agent_run_request` and the board's Launch button; ``convoy`` is the rig's
-    current leg's, ``finished`` the rig's finished work (`rig_finished_work`: its leg landed)."""
+    current leg's, ``finished`` the rig's finished work (`rig_finished_work`: its leg landed).
+    A budget reached over the launch (runner.limits) is a 409 `budget_reached` with its
+    figures."""
     agent = rig.agent
     if agent is None:
         return LaunchRefusal(f"rig {rig.slug} has no agent to run.", field="rig")
@@ -126,8 +128,10 @@ def agent_run_refusal(
         return LaunchRefusal(f"rig {rig.slug} is {rig.state}.", code="rig_not_runnable")
     if finished is not None:
         return LaunchRefusal(work_finished_message(rig, finished), code="work_finished")
-    if convoy is not None and convoy.budget_reached:
-        return LaunchRefusal(convoy_budget_message(convoy) + ".", code="budget_reached")
+    # every budget over the launch: its agent's, its repository's, its convoy's (2 queries)
+    scope = RunScope(agent.id, rig.repository_id, convoy.pk if convoy is not None else None)
+    if (reached := limit_reached(scope, convoy)) is not None:
+        return LaunchRefusal(reached.refusal() + ".", code="budget_reached")
     return None
 
 
@@ -145,7 +149,7 @@ def agent_run_request(
 ) -> AgentRun:
     """Queue a run of the rig's agent. Refused (ValidationError) when there is nothing to run,
     (RunConflict) when the rig already has an active run, its work is finished (its leg
-    landed) or its convoy's budget is spent. `by_person`: a person launched it, which answers
+    landed) or a budget over it is reached. `by_person`: a person launched it, which answers
     the rig's "turn ended" notices (the agent is back at work)."""
     current = rig_current_leg(rig)
     leg = leg or current
@@ -283,7 +287,8 @@ def _leg_needing_agent(leg_id: int | None) -> Leg | None:
 def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None:
     """Launch the run again after ``backoff`` seconds (the same restart chain: at most
     GASTOWN_RUN_MAX_RESTARTS), or escalate when the restarts are used up (``used_up`` says
-    how) or a new launch is refused (e.g. the convoy's budget is spent)."""
+    how) or a new launch is refused (the rig failed, say). A budget reached is no escalation
+    of the run's own: the budget's notice already asks a person (a `run.refused` event)."""
     rig = Rig.objects.select_related("agent").get(pk=run.rig_id)
     if rig_finished_work(rig) is not None:
         return  # its leg landed (or ended) meanwhile: nothing to go on with, no one to ask
@@ -305,14 +310,18 @@ def _restart(run: AgentRun, cause: str, backoff: float, *, used_up: str) -> None
         )
     except (ValidationError, RunConflict) as exc:
         message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        if isinstance(exc, RunConflict) and exc.code == "budget_reached":
+            # the budget's own notice asks a person, once for all its runs
+            _refused_event(rig, run.leg, message)
+            return
         agent_run_escalate(run=run, why=f"it cannot be restarted: {message}")
 
 
 def agent_run_launch_for_leg(
     *, rig: Rig, leg: Leg, requested_by: str, reason: str
 ) -> AgentRun | None:
-    """Launch the rig's agent for its leg, on the runner's own initiative. A refusal (the
-    convoy's budget is spent, the rig failed...) is not an error here: the convoy says why
+    """Launch the rig's agent for its leg, on the runner's own initiative. A refusal (a budget
+    is reached, the rig failed...) is not an error here: the convoy says why
     with a `run.refused` event, and None is returned."""
     try:
         with transaction.atomic():
@@ -322,14 +331,18 @@ def agent_run_launch_for_leg(
             return None  # launched meanwhile: that run reads the inbox
         why = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
         logger.warning("no agent launched in rig %s for leg %s: %s", rig.slug, leg.pk, why)
-        event_append(
-            "run.refused",
-            {"rig": rig.id, "leg": leg.key, "agent": rig.agent.name, "reason": why},
-            repository_id=rig.repository_id,
-            convoy_id=leg.convoy_id,
-            rig_id=rig.id,
-        )
+        _refused_event(rig, leg, why)
         return None
+
+
+def _refused_event(rig: Rig, leg: Leg | None, why: str) -> None:
+    event_append(
+        "run.refused",
+        {"rig": rig.id, "leg": leg.key if leg else None, "agent": rig.agent.name, "reason": why},
+        repository_id=rig.repository_id,
+        convoy_id=leg.convoy_id if leg else None,
+        rig_id=rig.id,
+    )
 
 
 @transaction.atomic

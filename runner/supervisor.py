@@ -4,6 +4,10 @@ Started detached by the scheduler (runner.operations.agent_runs_dispatch). It st
 agent's command in the rig's worktree, copies its output to the run's log, reads usage figures
 from it, notes when output was last seen, and records the exit code. A SIGTERM to the
 supervisor is passed on to the agent's process group.
+
+A usage line ends a step: what it reports is added at once (budgets are checked on it), and a
+run that a budget asked to stop (`stop_by`) is stopped right after it, or at `stop_by` at the
+latest, so a reached budget is overrun by at most the step each run was in.
 """
 
 import os
@@ -28,10 +32,11 @@ def main(run_id: int) -> int:
     django.setup()
     from django.conf import settings
     from django.db import close_old_connections
+    from django.utils import timezone
 
     from common import process
     from common.logs import log_context_set
-    from runner import budgets, presets, services
+    from runner import budgets, presets, selectors, services
     from runner.logs import CappedLog
     from runner.models import AgentRun
     from runner.startup import StartWatch
@@ -91,9 +96,18 @@ def main(run_id: int) -> int:
     services.agent_run_mark_running(run=run, pid=child.pid)
 
     totals = reported = Usage()
-    last_report = 0.0
+    last_report = last_poll = 0.0
     ending: float | None = None  # when the agent was told to stop (failed at start, or stuck)
     error_seen: float | None = None  # when it said it cannot work (runner.startup)
+    stop_by = None  # a budget is reached: the agent stops after its step, or at this time
+
+    def stop_agent(why: str) -> None:
+        nonlocal ending
+        if ending is None and child.poll() is None:
+            log.note(f"\n# gastown: stopping the agent: {why}\n")
+            process.agent_signal(child.pid, signal.SIGTERM)
+            ending = time.monotonic()
+
     assert child.stdout is not None
     fd = child.stdout.fileno()
     pending = b""
@@ -123,18 +137,29 @@ def main(run_id: int) -> int:
         # after saying so (Codex waits for the network for ever) is stopped
         erred = error_seen is not None and now - error_seen >= ERROR_EXIT_SECONDS
         if ending is None and child.poll() is None and (watch.stuck or erred):
-            log.note(f"\n# gastown: stopping the agent: {watch.stuck or watch.error}\n")
-            process.agent_signal(child.pid, signal.SIGTERM)
-            ending = now
+            stop_agent(watch.stuck or watch.error)
         elif ending is not None and now - ending > settings.GASTOWN_RUN_STOP_GRACE_SECONDS:
             process.group_signal(child.pid, signal.SIGKILL)
+        if totals.minus(reported):
+            # a step ended: its cost counts now, and a reached budget stops the run here
+            close_old_connections()
+            run = budgets.agent_run_usage_add(
+                run=run, usage=totals.minus(reported), source="output"
+            )
+            reported = totals
+            if run.stop_by is not None:
+                stop_agent(f"{run.kill_reason}; its step is over")
         if chunk and now - last_report >= REPORT_EVERY_SECONDS:
             close_old_connections()
             services.agent_run_output_seen(run_id=run.id)
-            if totals.minus(reported):
-                budgets.agent_run_usage_add(run=run, usage=totals.minus(reported), source="output")
-                reported = totals
             last_report = now
+        if now - last_poll >= REPORT_EVERY_SECONDS:
+            # asked to stop after its step (a budget another run reached)? at the latest then
+            close_old_connections()
+            stop_by = selectors.run_stop_by(run.id)
+            last_poll = now
+        if stop_by is not None and timezone.now() >= stop_by:
+            stop_agent("a budget is reached and the grace period is over")
         if not ready and child.poll() is not None:
             break  # the command ended; a leftover background process may still hold the pipe
     if pending:

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -89,11 +90,17 @@ def succeeded(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
-def usage(stdout: str) -> tuple[int, int, str]:
+def usage(stdout: str, steps: int | None = None) -> tuple[int, int, str]:
+    """The totals of the last usage line. One line per closed bead comes before it (running
+    totals, never going down: `steps` of them when given)."""
     found = USAGE_RE.findall(stdout)
-    assert len(found) == 1, stdout[-2000:]
+    assert found, stdout[-2000:]
     assert stdout.rstrip().splitlines()[-1].startswith("GT_USAGE "), "the last line"
-    input_tokens, output_tokens, cost = found[0]
+    if steps is not None:
+        assert len(found) == steps + 1, found
+    costs = [Decimal(cost) for _, _, cost in found]
+    assert costs == sorted(costs), found
+    input_tokens, output_tokens, cost = found[-1]
     return int(input_tokens), int(output_tokens), cost
 
 
@@ -160,7 +167,8 @@ def test_works_every_bead_and_lands_them(asgi_server, celery_worker, git_repo, t
     assert author == "scripted@agents.gastown.local"
 
     # usage: gt output read, file content written (run_git strips the note's last newline)
-    input_tokens, output_tokens, cost = usage(out)
+    input_tokens, output_tokens, cost = usage(out, steps=3)  # one line per bead, then the last
+    assert "cost_usd=0.25\n" in out and "cost_usd=0.50\n" in out
     written = endpoint + "\nTokens: see api/tokens.py.\n" + tests_file + note + "\n"
     assert input_tokens > 1000 and output_tokens == len(written.encode())
     assert cost == "0.75"

@@ -193,15 +193,16 @@ def test_budget_reached_stops_launching_and_says_so(ready_rig, client, admin_use
     rig = ready_rig("echo 'GT_USAGE input_tokens=1000 output_tokens=10 cost_usd=0.10'; exit 1")
     convoy = _convoy_on(rig, budget="0.05")
     run = wait_for(lambda: AgentRun.objects.filter(rig=rig).first(), 10, message="a run")
-    wait_run(run, S.FAILED)
+    # the budget stops its runs after their step (the usage line): stopped, not restarted
+    wait_run(run, S.STOPPED)
+    assert run.reason.startswith("budget reached: the lifetime budget of convoy 'Paid work'")
     convoy.refresh_from_db()
     assert convoy.spent_usd == Decimal("0.10")
     reached = Event.objects.get(convoy_id=convoy.pk, kind="convoy.budget_reached")
     assert "reached its budget: $0.10 spent of $0.05" in reached.payload["message"]
-    # the failure is not restarted: escalated with the reason instead
-    wait_for(lambda: Notification.objects.filter(rig=rig, kind="escalation").exists(), 10)
+    # a person is asked once, by the budget (its notice), not by the run
     note = Notification.objects.get(rig=rig, kind="escalation")
-    assert "reached its budget" in note.summary
+    assert note.summary.startswith("Needs a person: convoy 'Paid work' reached its budget")
     assert AgentRun.objects.filter(rig=rig).count() == 1
     client.force_login(admin_user)
     response = client.post(f"/api/v1/rigs/{rig.id}/runs/", {}, content_type="application/json")
