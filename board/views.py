@@ -4,9 +4,9 @@ Thin: a form reads the input (`board.forms`), `board.pages` reads, one service w
 page, fragment and POST needs a login with a role (`rigs.permissions.is_viewer`: a login with
 no role gets 403, like the API); every write is a POST with CSRF from an operator
 (`is_operator`, else 403). A request that asks for JSON (the page's scripts do) gets
-`{"ok": true, "message": ...}` or `{"error": {"code", "message", "field"}}` with a 4xx; a plain
-form post is redirected back with the message shown on the page. Bad input (a query string's
-`repository=²`) is a 400 page naming the field, never a 500.
+`{"ok": true, "message": ...}` or `{"error": {"code", "message", "field", "errors"}}` with a
+4xx; a plain form post is redirected back with the message shown on the page. Bad input (a
+query string's `repository=²`) is a 400 page naming the field, never a 500.
 """
 
 from collections.abc import Callable
@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -27,7 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from board import forms, pages
-from common.errors import Refusal, error_text
+from common.errors import Refusal, error_body, error_text
 from convoys import services
 from convoys.models import Convoy
 from convoys.services import coordination
@@ -63,13 +63,21 @@ def _wants_json(request: HttpRequest) -> bool:
 
 
 def _error_body(exc: Refusal | ValidationError) -> dict[str, Any]:
-    """The API's error body (`code`, `message`, `field`) for a refusal or bad input."""
+    """The API's error body (`code`, `message`, `field`, `errors`) for a refusal or bad input:
+    the message says everything, `errors` has each field's problem."""
     if isinstance(exc, Refusal):
-        code, field = exc.code, exc.field
-    else:
-        code = "invalid"
-        field = next(iter(exc.error_dict), None) if hasattr(exc, "error_dict") else None
-    return {"error": {"code": code, "message": error_text(exc), "field": field}}
+        return exc.as_body()
+    by_field = exc.error_dict.items() if hasattr(exc, "error_dict") else [(None, exc.error_list)]
+    errors = [
+        {
+            "field": None if name == NON_FIELD_ERRORS else name,
+            "code": error.code or "invalid",
+            "message": " ".join(error.messages),
+        }
+        for name, field_errors in by_field
+        for error in field_errors
+    ]
+    return error_body("invalid", error_text(exc), errors[0]["field"] if errors else None, errors)
 
 
 def _error_page(request: HttpRequest, exc: Refusal | ValidationError, status: int) -> HttpResponse:

@@ -1,5 +1,9 @@
 """API conventions shared by every endpoint: one error body `{"error": {"code", "message",
-"field"}}` (and its place in the OpenAPI schema), bounded pagination.
+"field", "errors"}}`, bounded pagination. (What a list's query string may hold:
+`common.filters`; the OpenAPI schema's tags and error examples: `common.schema`.)
+
+Bad input lists every problem at once: `errors` holds each `{field, code, message}` (nested
+fields by path, `legs[1].depends_on`), and `code`, `message`, `field` are the first one's.
 
 Exceptions map to statuses here, so views stay thin:
 
@@ -12,7 +16,8 @@ Exceptions map to statuses here, so views stay thin:
 | OverflowError, DataError (numbers out of range) | 400 | `out_of_range` |
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
@@ -21,46 +26,103 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, pagination, status
+from rest_framework.fields import get_error_detail
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from common.errors import Refusal
+from common.errors import Refusal, error_body
+
+T = TypeVar("T")
 
 
-def _first_error(detail: Any, field: str | None = None) -> tuple[str | None, str, str]:
-    """Walk DRF's nested error detail down to the first message and the field it names
-    (`legs[1].rig` for the second item of a list of objects)."""
+def _all_errors(detail: Any, field: str | None = None) -> list[tuple[str | None, str, str]]:
+    """Every message in DRF's nested error detail, in order, with the field it names
+    (`legs[1].rig` for the second item of a list of objects) and its code."""
     if isinstance(detail, dict):
+        found = []
         for key, value in detail.items():
-            if value in ({}, [], None):
+            if isinstance(key, int):  # a ListField's item: `labels[0]`
+                found += _all_errors(value, f"{field or ''}[{key}]")
                 continue
             name = None if key in ("non_field_errors", "__all__") else str(key)
-            return _first_error(value, f"{field}.{name}" if field and name else (name or field))
+            found += _all_errors(value, f"{field}.{name}" if field and name else (name or field))
+        return found
     if isinstance(detail, list):
+        found = []
         for index, item in enumerate(detail):
-            if item in ({}, [], None):
-                continue
             if isinstance(item, dict):  # a list of objects: name the item
-                return _first_error(item, f"{field}[{index}]" if field else f"[{index}]")
-            return _first_error(item, field)
+                found += _all_errors(item, f"{field}[{index}]" if field else f"[{index}]")
+            else:
+                found += _all_errors(item, field)
+        return found
+    if detail is None:
+        return []
     code = getattr(detail, "code", None) or "invalid"
-    return field, str(code), str(detail)
+    return [(field, str(code), str(detail))]
+
+
+def _named(field: str | None, message: str) -> str:
+    """The message, led by its field unless it already names it (`title: This field is
+    required.`, but not `title is too long: ...` or `unknown query parameter 'serch'`)."""
+    if not field:
+        return message
+    last = field.split(".")[-1].split("[")[0].lower()
+    if message.lower().startswith(last) or f"'{field}'" in message:
+        return message
+    return f"{field}: {message}"
 
 
 def error_response(
     code: str, message: str, http_status: int, field: str | None = None, headers=None
 ) -> Response:
-    return Response(
-        {"error": {"code": code, "message": message, "field": field}},
-        status=http_status,
-        headers=headers,
-    )
+    return Response(error_body(code, message, field), status=http_status, headers=headers)
+
+
+class FieldErrors:
+    """Bad input gathered field by field, for views that check more than a serializer does (ids
+    looked up, query parameters read by hand): one 400 then names every problem, not the first.
+
+        errors = FieldErrors()
+        rig = errors.check(partial(optional_id, params, "rig"))  # None when it raised
+        ...
+        errors.raise_any()  # a 400 naming each bad field
+    """
+
+    def __init__(self) -> None:
+        self.detail: dict[str, Any] = {}
+
+    def check(self, call: Callable[[], T]) -> T | None:
+        """`call()`, or None when it raised a ValidationError (kept for `raise_any`)."""
+        try:
+            return call()
+        except (DjangoValidationError, exceptions.ValidationError) as exc:
+            self.add(exc)
+            return None
+
+    def add(self, exc: DjangoValidationError | exceptions.ValidationError) -> None:
+        if isinstance(exc, exceptions.ValidationError):
+            detail = exc.detail
+        else:
+            detail = get_error_detail(exc)
+        if not isinstance(detail, dict):
+            detail = {"non_field_errors": detail}
+        for name, value in detail.items():
+            if isinstance(value, dict):  # nested (an object's fields): kept as it is
+                self.detail.setdefault(name, value)
+            else:
+                kept = self.detail.setdefault(name, [])
+                if isinstance(kept, list):
+                    kept.extend(value if isinstance(value, list) else [value])
+
+    def raise_any(self) -> None:
+        if self.detail:
+            raise exceptions.ValidationError(self.detail)
 
 
 def _domain_error(exc: Exception) -> Response | None:
     """Exceptions of the domain (and of the database) that are not DRF's own."""
-    if isinstance(exc, Refusal):
-        return error_response(exc.code, exc.message, exc.status, exc.field)
+    if isinstance(exc, Refusal):  # (its own body: a subclass may list more, like a plan's errors)
+        return Response(exc.as_body(), status=exc.status)
     if isinstance(exc, RequestDataTooBig):
         return error_response(
             "too_large",
@@ -87,10 +149,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     response = _domain_error(exc)
     if response is not None:
         return response
-    if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-        )
+    if isinstance(exc, DjangoValidationError):  # (with its codes: `required`, `max_length`...)
+        exc = exceptions.ValidationError(get_error_detail(exc))
     elif isinstance(exc, Http404):  # (DRF converts these too, but we read `exc` below)
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, DjangoPermissionDenied):
@@ -99,15 +159,16 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        field, code, message = _first_error(exc.detail)
-        last = (field or "").split(".")[-1].split("[")[0].lower()
-        if field and not message.lower().startswith(last):
-            message = f"{field}: {message}"
-        response.data = {"error": {"code": code, "message": message, "field": field}}
+        errors = [
+            {"field": field, "code": code, "message": _named(field, message)}
+            for field, code, message in _all_errors(exc.detail)
+        ] or [{"field": None, "code": "invalid", "message": "invalid input."}]
+        first = errors[0]
+        response.data = error_body(first["code"], first["message"], first["field"], errors)
     else:
         detail = getattr(exc, "detail", str(exc))
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-        response.data = {"error": {"code": str(code), "message": str(detail), "field": None}}
+        response.data = error_body(str(code), str(detail))
     return response
 
 
@@ -125,58 +186,3 @@ class Pagination(pagination.LimitOffsetPagination):
 
     def get_offset(self, request) -> int:
         return min(super().get_offset(request), MAX_OFFSET)
-
-
-# --- OpenAPI --------------------------------------------------------------------------------------
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string", "description": "machine-readable, e.g. `not_found`"},
-                "message": {"type": "string", "description": "for people: what and why"},
-                "field": {
-                    "type": "string",
-                    "nullable": True,
-                    "description": "the input field the error is about (`legs[1].rig`)",
-                },
-            },
-            "required": ["code", "message", "field"],
-        }
-    },
-    "required": ["error"],
-}
-
-_ERRORS = {
-    "400": "Bad input: the field and the rule are named.",
-    "401": "No credentials, or an invalid, revoked or expired token.",
-    "403": "Authenticated, but not allowed (wrong agent, or a role that may not do this).",
-    "404": "No such object.",
-    "409": "Conflicts with the current state (already claimed, illegal transition, cycle...).",
-    "415": "The body is not JSON (or form data).",
-    "429": "Too many requests for this token; retry after `Retry-After` seconds.",
-}
-
-
-def add_error_responses(result: dict, generator, request, public) -> dict:
-    """Postprocessing hook: every operation documents the error body for the statuses it can
-    answer with (409 and 415 only where a request can change something)."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    ref = {"$ref": "#/components/schemas/Error"}
-    for path_item in result.get("paths", {}).values():
-        for method, operation in path_item.items():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            public_op = operation.get("security") == [{}] or {} in operation.get("security", [])
-            for code, description in _ERRORS.items():
-                if code in ("409", "415") and method in ("get", "head"):
-                    continue
-                if code in ("401", "403") and public_op and method in ("get", "head"):
-                    continue
-                operation["responses"].setdefault(
-                    code,
-                    {"description": description, "content": {"application/json": {"schema": ref}}},
-                )
-    return result

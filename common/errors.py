@@ -38,7 +38,17 @@ class Refusal(Exception):
             self.status = status
 
     def as_body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        return error_body(self.code, self.message, self.field)
+
+
+def error_body(
+    code: str, message: str, field: str | None = None, errors: list[dict] | None = None
+) -> dict:
+    """The one error body: the first problem's `code`, `message` and `field`, and `errors`,
+    every problem (`{field, code, message}`, the first included), so a client that reads one
+    shape sees all of them at once."""
+    first = {"field": field, "code": code, "message": message}
+    return {"error": {**first, "errors": errors if errors else [first]}}
 
 
 def error_text(exc: Exception) -> str:

@@ -11,6 +11,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from common import metrics
+from common.errors import error_body
 from common.logs import log_context_clear, log_context_set
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -74,17 +75,8 @@ class RequestMetricsMiddleware:
 
 
 def body_too_large(limit: int) -> JsonResponse:
-    return JsonResponse(
-        {
-            "error": {
-                "code": "too_large",
-                "message": f"the request body is larger than {limit} bytes "
-                "(GASTOWN_MAX_BODY_BYTES).",
-                "field": None,
-            }
-        },
-        status=413,
-    )
+    message = f"the request body is larger than {limit} bytes (GASTOWN_MAX_BODY_BYTES)."
+    return JsonResponse(error_body("too_large", message), status=413)
 
 
 class BodySizeLimitMiddleware:
@@ -101,14 +93,7 @@ class BodySizeLimitMiddleware:
         if declared:
             if not (declared.isascii() and declared.isdigit()):
                 return JsonResponse(
-                    {
-                        "error": {
-                            "code": "invalid",
-                            "message": "Content-Length is not a number.",
-                            "field": None,
-                        }
-                    },
-                    status=400,
+                    error_body("invalid", "Content-Length is not a number."), status=400
                 )
             if len(declared) > 18 or int(declared) > limit:
                 return body_too_large(limit)

@@ -68,7 +68,8 @@ class PlanError:
         return f"line {self.line}: {self.message}"
 
     def as_dict(self) -> dict:
-        return {"line": self.line, "field": self.field, "message": self.message}
+        # (the API's error item, `{field, code, message}`, with the line)
+        return {"line": self.line, "field": self.field, "code": "invalid", "message": self.message}
 
 
 @dataclass

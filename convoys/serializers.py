@@ -459,8 +459,13 @@ class ConvoyImportResultSerializer(ConvoyDetailSerializer):
 
 
 class PlanErrorSerializer(serializers.Serializer):
-    line = serializers.IntegerField(help_text="1-based line of the plan")
-    field = serializers.CharField(help_text="the input it is about (`legs[1].depends_on`)")
+    line = serializers.IntegerField(
+        required=False, help_text="an invalid plan's errors: 1-based line of the plan"
+    )
+    field = serializers.CharField(
+        allow_null=True, help_text="the input it is about (`legs[1].depends_on`)"
+    )
+    code = serializers.CharField()
     message = serializers.CharField()
 
 
@@ -471,7 +476,8 @@ class ConvoyImportErrorDetailSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="for an invalid plan: every error, one a line")
     field = serializers.CharField(allow_null=True, help_text="`plan` for an invalid plan")
     errors = PlanErrorSerializer(
-        many=True, required=False, help_text="an invalid plan's errors, by line (the first 100)"
+        many=True,
+        help_text="every problem; an invalid plan's errors by line (the first 100)",
     )
     count = serializers.IntegerField(
         required=False, help_text="an invalid plan's number of errors (all of them)"

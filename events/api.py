@@ -3,13 +3,16 @@
 Who may read which events is not this app's to know (it sits below the apps that define roles
 and rigs): `events.access` asks the policy named by settings.GASTOWN_EVENT_ACCESS."""
 
+from functools import partial
+
 from django.core.exceptions import ValidationError
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, pagination, serializers
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from common.api import FieldErrors
+from common.filters import list_param
 from common.params import optional_id, parse_count
 from events import access
 from events.models import Event
@@ -81,38 +84,42 @@ class AfterIdPagination(pagination.BasePagination):
         ]
 
 
-@extend_schema(
-    parameters=[
-        *(
-            OpenApiParameter(n, OpenApiTypes.INT, description=f"only this {n}'s events")
-            for n in ("convoy", "rig", "repository")
-        ),
-        OpenApiParameter("kind", OpenApiTypes.STR, description="only this kind (`bead.status`)"),
-    ]
-)
+_SCOPES = ("convoy", "rig", "repository")
+
+
+def _kind(value: str) -> str:
+    if "\x00" in value:
+        raise ValidationError({"kind": "null characters are not allowed."})
+    return value[:60]
+
+
+@extend_schema_view(get=extend_schema(summary="Read the event log"))
 class EventListView(generics.ListAPIView):
     """The event log in id order, for replay: `?after=<last id you saw>`."""
 
     serializer_class = EventSerializer
     pagination_class = AfterIdPagination
-    filter_backends: list = []
+    list_params = [
+        *(list_param(n, f"only this {n}'s events", "integer", minimum=1) for n in _SCOPES),
+        list_param("kind", "only this kind (`bead.status`)"),
+    ]
 
     def get_queryset(self):
         params = self.request.query_params
+        errors = FieldErrors()  # every bad parameter named at once
+        scope = {name: errors.check(partial(optional_id, params, name)) for name in _SCOPES}
+        kind = errors.check(partial(_kind, params.get("kind", "").strip()))
+        errors.raise_any()
         qs = Event.objects.all()
-        for name in ("convoy", "rig", "repository"):
-            value = optional_id(params, name)
+        for name, value in scope.items():
             if value is not None:
                 qs = qs.filter(**{f"{name}_id": value})
-        kind = params.get("kind", "").strip()
-        if "\x00" in kind:
-            raise ValidationError({"kind": "null characters are not allowed."})
         if kind:
-            qs = qs.filter(kind=kind[:60])
+            qs = qs.filter(kind=kind)
         return access.events_visible(self.request.user, qs)
 
     def list(self, request, *args, **kwargs) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         rows = (
             access.event_for(request.user, row) for row in self.get_serializer(page, many=True).data
         )

@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
+from common.errors import error_body
 from convoys import api as convoys_api
 from events import api as events_api
 from notifications import api as notifications_api
@@ -15,16 +16,7 @@ from runner import api as runner_api
 @csrf_exempt  # a token client's POST to a wrong path gets the 404, not a CSRF page
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """Unknown paths under /api/v1/ answer with the API's error body, not an HTML page."""
-    return JsonResponse(
-        {
-            "error": {
-                "code": "not_found",
-                "message": f"no such endpoint: {request.path}",
-                "field": None,
-            }
-        },
-        status=404,
-    )
+    return JsonResponse(error_body("not_found", f"no such endpoint: {request.path}"), status=404)
 
 
 urlpatterns = [

@@ -277,7 +277,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rigs.permissions.HasRole"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # every list: unknown query parameters refused, its filters, `search` and `ordering` where
+    # the view offers them (common/filters.py)
+    "DEFAULT_FILTER_BACKENDS": [
+        "common.filters.KnownQueryParams",
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "common.filters.Search",
+        "common.filters.Ordering",
+    ],
     "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rigs.auth.TokenRateThrottle"],
@@ -287,7 +294,7 @@ REST_FRAMEWORK = {
         "token": os.environ.get("GASTOWN_API_RATE", "1200/min"),
         "anon": os.environ.get("GASTOWN_API_ANON_RATE", "120/min"),
     },
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
         "common.parsers.JSONParser",
@@ -304,9 +311,26 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Coordinate many AI coding agents on one codebase: rigs, convoys, beads, "
     "merge requests, notifications and the event log. Agents authenticate with "
     "`Authorization: Token <key>`; people with a session (and CSRF) or a personal token. "
-    'Errors are `{"error": {"code", "message", "field"}}`. See docs/api.md.',
+    'Errors are `{"error": {"code", "message", "field", "errors"}}`: `errors` lists every '
+    "problem of bad input at once. Lists take only the query parameters they document (another "
+    "is a 400). See docs/api.md.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # one tag per resource (common.schema.AutoSchema: the path's first segment under /api/v1/)
+    "TAGS": [
+        {"name": "me", "description": "Who am I, and the agent's briefing."},
+        {"name": "repositories", "description": "The git repositories agents work on."},
+        {"name": "rigs", "description": "One agent's workspace: worktree, branch, state."},
+        {"name": "merge-requests", "description": "The merge queue: landing a rig's branch."},
+        {"name": "convoys", "description": "Batches of work across rigs, in legs and waves."},
+        {"name": "beads", "description": "The task graph: claim, close, dependencies."},
+        {"name": "notifications", "description": "A rig's inbox: notices to read and ack."},
+        {"name": "messages", "description": "Messages between rigs."},
+        {"name": "escalations", "description": "Questions to people, and their answers."},
+        {"name": "runs", "description": "Agent runs: launch, follow the log, stop, usage."},
+        {"name": "events", "description": "The append-only event log, for replay."},
+        {"name": "cli", "description": "The `gt` command-line client."},
+    ],
     # The schema is the public contract agents and the `gt` CLI rely on.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -315,7 +339,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "common.api.add_error_responses",
+        "common.schema.add_error_responses",
     ],
     "ENUM_NAME_OVERRIDES": {
         "RigStateEnum": "rigs.models.RigState",

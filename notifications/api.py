@@ -3,6 +3,7 @@ acknowledge all. Domain refusals (`common.errors.Refusal`) become their status i
 
 import hashlib
 from datetime import UTC, datetime
+from functools import partial
 
 from django.db.models import Count, Max, Q
 from django.utils import timezone
@@ -15,7 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import FieldErrors
 from common.errors import Refusal
+from common.filters import list_param
 from common.params import id_or_none, optional_id, parse_flag
 from notifications import services
 from notifications.models import ASKS_PERSON_KINDS, Notification
@@ -27,6 +30,13 @@ from notifications.serializers import (
 from rigs.auth import calling_agent
 from rigs.models import Rig
 from rigs.permissions import RigWrite, is_operator, owns_rig
+
+
+def _choice(params, name: str, choices: list[str]) -> str:
+    value = params.get(name, "").strip()
+    if value and value not in choices:
+        raise ValidationError({name: f"'{value}' is not one of {', '.join(choices)}."})
+    return value
 
 
 def _since(params) -> datetime | None:
@@ -45,23 +55,16 @@ def _since(params) -> datetime | None:
         raise ValidationError({"since": f"'{value}' is out of range."}) from None
 
 
+_CHOICES = {
+    "kind": Notification.Kind.values,
+    "severity": Notification.Severity.values,
+    "state": Notification.State.values,
+}
+
+
 @extend_schema(
+    summary="Read a rig's inbox",
     parameters=[
-        OpenApiParameter("rig", OpenApiTypes.INT, description="only this rig's inbox"),
-        OpenApiParameter(
-            "unacked",
-            OpenApiTypes.BOOL,
-            description="only open notices (neither acknowledged nor resolved): the inbox",
-        ),
-        OpenApiParameter("state", OpenApiTypes.STR, enum=Notification.State.values),
-        OpenApiParameter(
-            "since",
-            OpenApiTypes.DATETIME,
-            description="only those created or changed after this (the `X-Since` of the last "
-            "answer)",
-        ),
-        OpenApiParameter("kind", OpenApiTypes.STR, enum=Notification.Kind.values),
-        OpenApiParameter("severity", OpenApiTypes.STR, enum=Notification.Severity.values),
         OpenApiParameter(
             "If-None-Match",
             OpenApiTypes.STR,
@@ -86,12 +89,28 @@ class NotificationListView(generics.ListAPIView):
     arrived or changed after it)."""
 
     serializer_class = NotificationSerializer
-    filter_backends: list = []
+    list_params = [
+        list_param("rig", "only this rig's inbox", "integer", minimum=1),
+        list_param(
+            "unacked", "only open notices (neither acknowledged nor resolved): the inbox", "boolean"
+        ),
+        list_param(
+            "since",
+            "only those created or changed after this (the `X-Since` of the last answer)",
+            format="date-time",
+        ),
+        *(list_param(name, f"only this {name}", enum=values) for name, values in _CHOICES.items()),
+    ]
 
     def get_queryset(self):
         params = self.request.query_params
+        errors = FieldErrors()  # every bad parameter named at once
+        rig = errors.check(partial(optional_id, params, "rig"))
+        unacked = errors.check(partial(parse_flag, params, "unacked"))
+        since = errors.check(partial(_since, params))
+        chosen = {n: errors.check(partial(_choice, params, n, c)) for n, c in _CHOICES.items()}
+        errors.raise_any()
         qs = Notification.objects.all()
-        rig = optional_id(params, "rig")
         agent = calling_agent(self.request)
         if agent is not None:
             if rig is not None and not Rig.objects.filter(pk=rig, agent=agent).exists():
@@ -99,25 +118,15 @@ class NotificationListView(generics.ListAPIView):
             qs = qs.filter(rig__agent=agent)
         if rig is not None:
             qs = qs.filter(rig_id=rig)
-        if parse_flag(params, "unacked"):
+        if unacked:
             qs = qs.filter(state=Notification.State.OPEN)
-        since = _since(params)
         if since is not None:
             qs = qs.filter(updated_at__gt=since)
-        for name, choices in (
-            ("kind", Notification.Kind.values),
-            ("severity", Notification.Severity.values),
-            ("state", Notification.State.values),
-        ):
-            value = params.get(name, "").strip()
-            if value and value not in choices:
-                raise ValidationError({name: f"'{value}' is not one of {', '.join(choices)}."})
-            if value:
-                qs = qs.filter(**{name: value})
+        qs = qs.filter(**{name: value for name, value in chosen.items() if value})
         return qs.order_by("-created_at", "-id")
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        qs = self.get_queryset()
+        qs = self.filter_queryset(self.get_queryset())
         summary = qs.order_by().aggregate(n=Count("id"), last=Max("updated_at"), top=Max("id"))
         identity = f"{request.user}|{request.auth.pk if request.auth else ''}"
         blob = f"{identity}|{sorted(request.query_params.lists())}|{summary}"
@@ -148,7 +157,9 @@ class NotificationAckView(APIView):
     def rig_of(self, notification: Notification) -> Rig:
         return notification.rig
 
-    @extend_schema(request=None, responses={200: NotificationSerializer})
+    @extend_schema(
+        summary="Acknowledge a notification", request=None, responses={200: NotificationSerializer}
+    )
     def post(self, request: Request, pk: int) -> Response:
         number = id_or_none(pk)  # (an id too large for the database is no notification)
         notification = (
@@ -180,6 +191,7 @@ class NotificationAckAllView(APIView):
     permission_classes = [RigWrite]
 
     @extend_schema(
+        summary="Acknowledge a rig's notifications",
         operation_id="v1_notifications_ack_all",
         request=AckAllSerializer,
         responses={200: AckAllResultSerializer},

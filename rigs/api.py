@@ -11,7 +11,7 @@ from django.db.models.functions import Length
 from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import error_response
+from common.filters import list_param
 from rigs import services
 from rigs.auth import calling_agent
 from rigs.models import Agent, MergeRequest, Repository, Rig
@@ -45,12 +46,28 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        summary="List repositories",
+        description="The repositories agents work on, by name (`?search=`, `?ordering=`).",
+    )
+)
 class RepositoryListView(generics.ListCreateAPIView):
+    """Repositories: list them (everyone), register one (operators; setting its gate or setup
+    command is for admins)."""
+
     queryset = Repository.objects.order_by("name")
     serializer_class = RepositorySerializer
     permission_classes = [ReadOrOperator]
     filterset_fields = ["name", "target_branch"]
+    search_fields = ["name"]
+    ordering_fields = ["name", "created_at"]
 
+    @extend_schema(
+        summary="Register a repository",
+        description="Register a git repository by its path on the server (operators; the gate "
+        "and setup commands are run by the server: admins only).",
+    )
     def post(self, request: Request, *args, **kwargs) -> Response:
         # Before validation: setting a command is refused whatever else the body holds.
         command_fields_check(request.user, request.data)
@@ -60,7 +77,10 @@ class RepositoryListView(generics.ListCreateAPIView):
         serializer.instance = services.repository_register(**serializer.validated_data)
 
 
+@extend_schema_view(get=extend_schema(summary="Show a repository"))
 class RepositoryDetailView(generics.RetrieveAPIView):
+    """A repository: its path, target branch, commands and merge settings."""
+
     queryset = Repository.objects.all()
     serializer_class = RepositorySerializer
 
@@ -90,21 +110,35 @@ def worktree_ancestors(value: str) -> list[str]:
     return [str(p) for p in (path, *path.parents)]
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter(
-            "worktree",
-            OpenApiTypes.STR,
-            description="an absolute path: the rig whose worktree holds it (the deepest first); "
-            "agents: only among their own rigs",
-        )
-    ],
-    methods=["GET"],
+@extend_schema_view(
+    get=extend_schema(
+        summary="List rigs",
+        description="Rigs, oldest first (`?search=`, `?ordering=`); `?worktree=` finds the rig "
+        "whose worktree holds a path.",
+    )
 )
 class RigListView(generics.ListCreateAPIView):
+    """Rigs: list them, or request one (operators; agents for themselves)."""
+
     serializer_class = RigSerializer
     filterset_class = RigFilter
     queryset = Rig.objects.select_related("agent", "repository").order_by("id")
+    list_params = [
+        list_param(
+            "worktree",
+            "an absolute path: the rig whose worktree holds it (the deepest first); agents: only "
+            "among their own rigs",
+        )
+    ]
+    search_fields = ["slug", "branch", "agent__name"]
+    ordering_fields = {
+        "slug": "slug",
+        "state": "state",
+        "repository": "repository__name",
+        "agent": "agent__name",
+        "created_at": "created_at",
+        "last_heartbeat_at": "last_heartbeat_at",
+    }
 
     def get_queryset(self):
         qs = super().get_queryset()
@@ -118,7 +152,14 @@ class RigListView(generics.ListCreateAPIView):
         qs = qs.filter(worktree_path__in=ancestors).exclude(state=Rig.State.ARCHIVED)
         return qs.order_by(Length("worktree_path").desc(), "-id")
 
-    @extend_schema(request=RigCreateSerializer, responses={201: RigSerializer})
+    @extend_schema(
+        summary="Request a rig",
+        description="A new rig (worktree and branch) for an agent, provisioned by a worker: "
+        "`201` in state `requested`. Agents request rigs for themselves; operators name any "
+        "agent (or none).",
+        request=RigCreateSerializer,
+        responses={201: RigSerializer},
+    )
     def post(self, request: Request, *args, **kwargs) -> Response:
         command_fields_check(request.user, request.data)
         data = RigCreateSerializer(data=request.data)
@@ -142,7 +183,17 @@ class RigListView(generics.ListCreateAPIView):
         return Response(RigSerializer(rig).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(summary="Show a rig"),
+    patch=extend_schema(
+        summary="Change a rig's settings",
+        description="Only `notify_level` and `role` change after a rig is created (its owner "
+        "or operators); any other field is a 400 naming it.",
+    ),
+)
 class RigDetailView(generics.RetrieveUpdateAPIView):
+    """A rig: its state, branch, worktree, head and counts against its target."""
+
     queryset = Rig.objects.select_related("agent", "repository")
     serializer_class = RigSerializer
     permission_classes = [RigWrite]
@@ -156,10 +207,11 @@ class RigDetailView(generics.RetrieveUpdateAPIView):
         # Only the agent-facing settings may change here; identity fields are fixed once
         # created (the admin may also change the agent and globs, through the same service).
         values = dict(serializer.validated_data)
-        extra = set(values) - set(services.RIG_SETTINGS)
-        if extra:
-            field = sorted(extra)[0]
-            raise ValidationError({field: f"'{field}' cannot change after the rig is created."})
+        extra = sorted(set(values) - set(services.RIG_SETTINGS))
+        if extra:  # every one of them named
+            raise ValidationError(
+                {name: f"'{name}' cannot change after the rig is created." for name in extra}
+            )
         serializer.instance = services.rig_update(rig=serializer.instance, **values)
 
 
@@ -177,14 +229,19 @@ class RigActionView(APIView):
 
 
 class RigHeartbeatView(RigActionView):
-    @extend_schema(request=None, responses={200: RigSerializer})
+    """The agent is alive: records the heartbeat and renews the leases of its claims."""
+
+    @extend_schema(summary="Send a heartbeat", request=None, responses={200: RigSerializer})
     def post(self, request: Request, pk: int) -> Response:
         rig = services.rig_heartbeat(rig=self.get_rig(request, pk))
         return Response(RigSerializer(rig).data)
 
 
 class RigSyncView(RigActionView):
-    @extend_schema(request=None, responses={202: RigSerializer})
+    """Ask a worker to read the rig's branch again (head, ahead/behind, uncommitted changes)
+    and store it: `202`. A branch that moved is announced as a `rig.branch` event."""
+
+    @extend_schema(summary="Sync a rig", request=None, responses={202: RigSerializer})
     def post(self, request: Request, pk: int) -> Response:
         rig = self.get_rig(request, pk)
         services.rig_sync_request(rig=rig)
@@ -192,14 +249,24 @@ class RigSyncView(RigActionView):
 
 
 class RigRetryView(RigActionView):
-    @extend_schema(request=None, responses={202: RigSerializer})
+    """Provision a failed rig again: `202`, back to `requested`."""
+
+    @extend_schema(
+        summary="Retry a failed rig's provisioning", request=None, responses={202: RigSerializer}
+    )
     def post(self, request: Request, pk: int) -> Response:
         rig = services.rig_retry(rig=self.get_rig(request, pk))
         return Response(RigSerializer(rig).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RigTeardownView(RigActionView):
-    @extend_schema(request=TeardownSerializer, responses={202: RigSerializer})
+    """Remove the rig's worktree (a worker does it): `202`. Refused with 409 `lost_work` when
+    its branch has commits not on its target or its worktree is dirty, unless `force` (the
+    branch tip is archived first)."""
+
+    @extend_schema(
+        summary="Tear a rig down", request=TeardownSerializer, responses={202: RigSerializer}
+    )
     def post(self, request: Request, pk: int) -> Response:
         rig = self.get_rig(request, pk)
         body = TeardownSerializer(data=request.data)
@@ -228,16 +295,22 @@ class MergeRequestFilter(filters.FilterSet):
         fields = ["rig", "repository", "state", "target_branch", "source_branch"]
 
 
+@extend_schema_view(get=extend_schema(summary="List merge requests"))
 class MergeRequestListView(generics.ListAPIView):
-    """The merge queue's state, newest first. Ask to land a rig's branch with
-    `POST rigs/{id}/merge-requests/`."""
+    """The merge queue's state, newest first (`?search=` a branch or a rig's slug,
+    `?ordering=`). Ask to land a rig's branch with `POST rigs/{id}/merge-requests/`."""
 
     serializer_class = MergeRequestSerializer
     filterset_class = MergeRequestFilter
     queryset = MergeRequest.objects.order_by("-created_at", "-id")
+    search_fields = ["source_branch", "target_branch", "rig__slug"]
+    ordering_fields = ["created_at", "priority", "state", "started_at", "finished_at"]
 
 
+@extend_schema_view(get=extend_schema(summary="Show a merge request"))
 class MergeRequestDetailView(generics.RetrieveAPIView):
+    """A merge request: its state, commits, conflicts and the tail of its gate's log."""
+
     serializer_class = MergeRequestSerializer
     queryset = MergeRequest.objects.all()
 
@@ -257,6 +330,7 @@ class CliDownloadView(APIView):
     authentication_classes: list = []
 
     @extend_schema(
+        summary="Download the gt client",
         responses={(200, "text/x-python"): OpenApiResponse(OpenApiTypes.STR, description="bin/gt")},
         auth=[],
     )

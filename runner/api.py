@@ -4,7 +4,7 @@ budgets (list, read, set, change, delete)."""
 from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
@@ -43,11 +43,15 @@ class AgentRunFilter(filters.FilterSet):
         fields = ["rig", "convoy", "agent", "state"]
 
 
+@extend_schema_view(get=extend_schema(summary="List agent runs"))
 class AgentRunListView(generics.ListAPIView):
-    """Agent runs, newest first. Agents see their own; people with a role see all."""
+    """Agent runs, newest first. Agents see their own; people with a role see all.
+    `?search=` looks in agents' names, rigs' slugs and reasons; `?ordering=` sorts."""
 
     serializer_class = AgentRunSerializer
     filterset_class = AgentRunFilter
+    search_fields = ["agent__name", "rig__slug", "reason"]
+    ordering_fields = ["created_at", "started_at", "finished_at", "state", "attempt", "cost_usd"]
 
     def get_queryset(self):
         runs = AgentRun.objects.select_related("agent", "rig", "leg").order_by("-id")
@@ -71,7 +75,9 @@ class RunObjectMixin:
 
 
 class AgentRunDetailView(RunObjectMixin, APIView):
-    @extend_schema(responses={200: AgentRunSerializer})
+    """A run: its state, command, process, timing and usage (agents: their own runs)."""
+
+    @extend_schema(summary="Show an agent run", responses={200: AgentRunSerializer})
     def get(self, request: Request, pk: int) -> Response:
         return Response(AgentRunSerializer(self.get_run(request, pk)).data)
 
@@ -82,7 +88,12 @@ class RigRunLaunchView(RigActionView):
     active run, its work is finished (`work_finished`: its leg landed) or its convoy's budget is
     spent."""
 
-    @extend_schema(request=RunLaunchSerializer, responses={202: AgentRunSerializer})
+    @extend_schema(
+        summary="Launch a rig's agent",
+        tags=["runs"],
+        request=RunLaunchSerializer,
+        responses={202: AgentRunSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         rig = self.get_rig(request, pk)
         if not is_operator(request.user):
@@ -102,7 +113,7 @@ class AgentRunStopView(RunObjectMixin, APIView):
     """Stop a run: a queued one is cancelled; a live one's process group gets SIGTERM, then
     SIGKILL after the grace period. Operators, or the run's own agent."""
 
-    @extend_schema(request=None, responses={200: AgentRunSerializer})
+    @extend_schema(summary="Stop an agent run", request=None, responses={200: AgentRunSerializer})
     def post(self, request: Request, pk: int) -> Response:
         run = self.get_run(request, pk, write=True)
         run = services.agent_run_stop(run=run, requested_by=str(request.user))
@@ -114,6 +125,7 @@ class AgentRunLogView(RunObjectMixin, APIView):
     (poll with the returned `next_offset` to follow a live run)."""
 
     @extend_schema(
+        summary="Read a run's output",
         parameters=[
             OpenApiParameter("offset", OpenApiTypes.INT, description="byte offset to read from"),
             OpenApiParameter("limit", OpenApiTypes.INT, description="bytes, at most 262144"),
@@ -131,7 +143,11 @@ class AgentRunUsageView(RunObjectMixin, APIView):
     """`POST runs/{id}/usage/`: add what the agent used since its last report (tokens, dollars)
     to the run and to its convoy's spend. The run's agent or an operator."""
 
-    @extend_schema(request=RunUsageSerializer, responses={200: AgentRunSerializer})
+    @extend_schema(
+        summary="Report a run's usage",
+        request=RunUsageSerializer,
+        responses={200: AgentRunSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         run = self.get_run(request, pk, write=True)
         body = RunUsageSerializer(data=request.data)

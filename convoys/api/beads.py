@@ -2,15 +2,18 @@
 close, dependencies."""
 
 from datetime import UTC, datetime
+from functools import partial
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, pagination, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import FieldErrors
+from common.filters import list_param
 from common.params import optional_id, parse_flag
 from convoys import services
 from convoys.api.base import bead_by_ref, body, check_bead_write, get_object
@@ -104,16 +107,23 @@ _HOMES = {
 
 
 def _create_args(request: Request) -> dict:
-    """The body of `POST beads/` as `bead_create`'s arguments: ids resolved (400 naming the
-    field when unknown), and checked: agents create beads only in their own rigs, and add a
+    """The body of `POST beads/` as `bead_create`'s arguments: ids resolved (one 400 naming
+    every unknown one), and checked: agents create beads only in their own rigs, and add a
     `blocks` edge only to beads they may change (the edge belongs to the blocked bead)."""
     data = body(BeadCreateSerializer, request)
+    errors = FieldErrors()
     for name, qs in _HOMES.items():
         value = data.get(name)
-        data[name] = get_object(qs, name, value, name) if value is not None else None
-    data["blocks"] = [bead_by_ref(ref, "blocks") for ref in dict.fromkeys(data["blocks"])]
+        data[name] = None
+        if value is not None:
+            data[name] = errors.check(partial(get_object, qs, name, value, name))
+    refs = dict.fromkeys(data["blocks"])
+    data["blocks"] = [errors.check(partial(bead_by_ref, ref, "blocks")) for ref in refs]
     found_in = data.get("discovered_from")
-    data["discovered_from"] = bead_by_ref(found_in, "discovered_from") if found_in else None
+    data["discovered_from"] = (
+        errors.check(partial(bead_by_ref, found_in, "discovered_from")) if found_in else None
+    )
+    errors.raise_any()
     if not is_operator(request.user):
         rig = data["rig"] or (data["leg"].rig if data["leg"] else None)
         if calling_agent(request) is None:
@@ -127,26 +137,26 @@ def _create_args(request: Request) -> dict:
     return data
 
 
-@extend_schema(
-    parameters=[
-        *(
-            OpenApiParameter(n, OpenApiTypes.INT, description=f"only this {n}'s beads")
-            for n in _ID_FILTERS
-        ),
-        OpenApiParameter(
-            "ready", OpenApiTypes.BOOL, description="only ready beads, most urgent first"
-        ),
-        OpenApiParameter(
-            "pool", OpenApiTypes.BOOL, description="only beads waiting in a pool (no rig)"
-        ),
-        OpenApiParameter(
-            "status",
-            OpenApiTypes.STR,
-            enum=Bead.Status.values,
-            description="only this status (not with ready)",
-        ),
-    ],
-    methods=["GET"],
+def _check_status(value: str | None) -> str | None:
+    if value and value not in Bead.Status.values:
+        raise ValidationError(
+            {"status": f"'{value}' is not one of {', '.join(Bead.Status.values)}."}
+        )
+    return value or None
+
+
+SCOPE_PARAMS = [
+    list_param(name, f"only this {name}'s beads", "integer", minimum=1) for name in _ID_FILTERS
+]
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List beads",
+        description="A rig's (or a leg's, a convoy's, a repository's, a pool's) beads, most "
+        "urgent first; `?ready=true`: only those that can start now. `?search=` looks in "
+        "titles and short ids; `?ordering=` sorts.",
+    )
 )
 class BeadListView(generics.ListAPIView):
     """`GET beads/?rig=&ready=true`: a rig's (or a convoy's, a repository's, a pool's) beads.
@@ -154,26 +164,39 @@ class BeadListView(generics.ListAPIView):
 
     serializer_class = BeadSerializer
     pagination_class = BeadPagination
-    filter_backends: list = []  # filtering is explicit below, through the selectors
+    # filtering by scope is explicit below, through the selectors; then search and ordering
+    list_params = [
+        *SCOPE_PARAMS,
+        list_param("ready", "only ready beads, most urgent first", "boolean"),
+        list_param("pool", "only beads waiting in a pool (no rig)", "boolean"),
+        list_param("status", "only this status (not with ready)", enum=Bead.Status.values),
+    ]
+    search_fields = ["title", "=short_id"]
+    ordering_fields = ["priority", "created_at", "updated_at", "closed_at", "title", "status"]
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response([bead_row(bead) for bead in page])
 
     def get_queryset(self):
         params = self.request.query_params
-        scope = {name: optional_id(params, name) for name in _ID_FILTERS}
-        pool = parse_flag(params, "pool")
-        if parse_flag(params, "ready"):
+        errors = FieldErrors()  # every bad parameter named at once
+        scope = {name: errors.check(partial(optional_id, params, name)) for name in _ID_FILTERS}
+        pool = errors.check(partial(parse_flag, params, "pool"))
+        ready = errors.check(partial(parse_flag, params, "ready"))
+        status_ = errors.check(partial(_check_status, params.get("status")))
+        errors.raise_any()
+        if ready:
             return beads_ready(**scope, pool=pool)
-        status_ = params.get("status") or None
-        if status_ and status_ not in Bead.Status.values:
-            raise ValidationError(
-                {"status": f"'{status_}' is not one of {', '.join(Bead.Status.values)}."}
-            )
         return beads_list(**scope, pool=pool, status=status_)
 
-    @extend_schema(request=BeadCreateSerializer, responses={201: BeadSerializer})
+    @extend_schema(
+        summary="Create a bead",
+        description="A new bead in one of your rigs (operators: anywhere, pools included), "
+        "with its dependencies (`blocks`, `discovered_from`). Every bad field is named at once.",
+        request=BeadCreateSerializer,
+        responses={201: BeadSerializer},
+    )
     def post(self, request: Request) -> Response:
         bead = services.bead_create(**_create_args(request))
         return Response(BeadSerializer(bead).data, status=status.HTTP_201_CREATED)
@@ -219,7 +242,7 @@ class BeadDetailView(APIView):
     the bead's services: a status change is a state-machine transition (closing dispatches what
     it unblocks; `in_progress` is reached by claiming)."""
 
-    @extend_schema(responses={200: BeadDetailSerializer})
+    @extend_schema(summary="Show a bead", responses={200: BeadDetailSerializer})
     def get(self, request: Request, ref: str) -> Response:
         return Response(self._detail(bead_by_ref(ref)))
 
@@ -239,7 +262,14 @@ class BeadDetailView(APIView):
             "dependents": _links(edges.filter(depends_on=bead).select_related("bead"), "bead"),
         }
 
-    @extend_schema(request=BeadUpdateSerializer, responses={200: BeadDetailSerializer})
+    @extend_schema(
+        summary="Edit a bead",
+        description="Change a bead's fields through its services: a status change is a "
+        "state-machine transition (closing dispatches what it unblocks; `in_progress` is "
+        "reached by claiming); `assignee` is an agent's name or null.",
+        request=BeadUpdateSerializer,
+        responses={200: BeadDetailSerializer},
+    )
     def patch(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         check_bead_write(request, bead)
@@ -273,7 +303,9 @@ class BeadClaimView(APIView):
     output) renew it; when it lapses, or your run ends, the bead is open again, and a claim of
     a bead whose lease lapsed wins. Claiming a bead you hold renews its lease."""
 
-    @extend_schema(request=BeadClaimSerializer, responses={200: BeadSerializer})
+    @extend_schema(
+        summary="Claim a bead", request=BeadClaimSerializer, responses={200: BeadSerializer}
+    )
     def post(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         name = body(BeadClaimSerializer, request).get("agent") or ""
@@ -304,7 +336,11 @@ class BeadClaimView(APIView):
 class BeadCloseView(APIView):
     """Close a bead; the answer lists the beads this made ready (their rigs are told)."""
 
-    @extend_schema(request=BeadCloseSerializer, responses={200: BeadCloseResultSerializer})
+    @extend_schema(
+        summary="Close a bead",
+        request=BeadCloseSerializer,
+        responses={200: BeadCloseResultSerializer},
+    )
     def post(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         check_bead_write(request, bead)
@@ -318,7 +354,11 @@ class BeadDependencyView(APIView):
     """This bead depends on another (`blocks`: it cannot start until that one closes). A
     `blocks` or `parent-child` edge that would close a cycle answers 409 naming the cycle."""
 
-    @extend_schema(request=DependencyCreateSerializer, responses={201: DependencySerializer})
+    @extend_schema(
+        summary="Add a dependency",
+        request=DependencyCreateSerializer,
+        responses={201: DependencySerializer},
+    )
     def post(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         check_bead_write(request, bead)
@@ -345,7 +385,11 @@ class BeadDependencyDetailView(APIView):
     """Drop the edge "this bead depends on that one" (any type). Answers the beads this made
     ready (their rigs are told, as when a blocker closes); 404 when there is no such edge."""
 
-    @extend_schema(request=None, responses={200: DependencyRemoveResultSerializer})
+    @extend_schema(
+        summary="Remove a dependency",
+        request=None,
+        responses={200: DependencyRemoveResultSerializer},
+    )
     def delete(self, request: Request, ref: str, depends_on: str) -> Response:
         bead = bead_by_ref(ref)
         check_bead_write(request, bead)

@@ -2,7 +2,12 @@
 cancel."""
 
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +45,14 @@ class ConvoyFilter(filters.FilterSet):
         fields = ["state", "repository"]
 
 
+@extend_schema_view(
+    get=extend_schema(
+        summary="List convoys",
+        description="Convoys, newest first, each with its legs and progress. `?search=` looks "
+        "in titles and slugs and for a leg's key (as the board's search box); `?ordering=` "
+        "sorts.",
+    )
+)
 class ConvoyListView(generics.ListCreateAPIView):
     """Convoys, newest first, each with its legs and progress. Operators create them."""
 
@@ -47,6 +60,16 @@ class ConvoyListView(generics.ListCreateAPIView):
     permission_classes = [ReadOrOperator]
     filterset_class = ConvoyFilter
     queryset = Convoy.objects.order_by("-created_at", "-id")
+    search_fields = ["title", "slug", "=legs__key"]
+    ordering_fields = [
+        "created_at",
+        "updated_at",
+        "title",
+        "state",
+        "launched_at",
+        "landed_at",
+        "spent_usd",
+    ]
 
     def list(self, request: Request, *args, **kwargs) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -55,7 +78,13 @@ class ConvoyListView(generics.ListCreateAPIView):
             convoy.rollup = rollups[convoy.id]
         return self.get_paginated_response(ConvoySerializer(page, many=True).data)
 
-    @extend_schema(request=ConvoyCreateSerializer, responses={201: ConvoyDetailSerializer})
+    @extend_schema(
+        summary="Create a convoy",
+        description="A draft convoy and its legs (operators). Every bad field is named at once "
+        "(`legs[1].depends_on`); nothing is created then.",
+        request=ConvoyCreateSerializer,
+        responses={201: ConvoyDetailSerializer},
+    )
     def post(self, request: Request, *args, **kwargs) -> Response:
         data = body(ConvoyCreateSerializer, request)
         data["repository"] = get_object(
@@ -67,6 +96,52 @@ class ConvoyListView(generics.ListCreateAPIView):
         return Response(_detail(convoy), status=status.HTTP_201_CREATED)
 
 
+INVALID_PLAN = OpenApiExample(
+    "an invalid plan",
+    response_only=True,
+    status_codes=["400"],
+    value={
+        "error": {
+            "code": "invalid_plan",
+            "message": "the plan has 2 errors; nothing was created.\n"
+            "line 4: unknown rig 'rig-dbb'.\nline 9: no leg 'ap' in this plan.",
+            "field": "plan",
+            "errors": [
+                {
+                    "line": 4,
+                    "field": "legs[0].rig",
+                    "code": "invalid",
+                    "message": "unknown rig 'rig-dbb'.",
+                },
+                {
+                    "line": 9,
+                    "field": "legs[1].depends_on",
+                    "code": "invalid",
+                    "message": "no leg 'ap' in this plan.",
+                },
+            ],
+            "count": 2,
+        }
+    },
+)
+
+
+_TOO_LARGE = "the request body is larger than 1048576 bytes (GASTOWN_MAX_BODY_BYTES)."
+TOO_LARGE = OpenApiExample(
+    "a plan over the body limit",
+    response_only=True,
+    status_codes=["413"],
+    value={
+        "error": {
+            "code": "too_large",
+            "message": _TOO_LARGE,
+            "field": None,
+            "errors": [{"field": None, "code": "too_large", "message": _TOO_LARGE}],
+        }
+    },
+)
+
+
 class ConvoyImportView(APIView):
     """A draft convoy from a Markdown plan (docs/convoys.md, "Plan format"): its legs, their
     briefs and acceptance checklists, and each `- [ ]` task as a bead in the leg's rig;
@@ -76,7 +151,9 @@ class ConvoyImportView(APIView):
     permission_classes = [ReadOrOperator]
 
     @extend_schema(
+        summary="Import a convoy from a Markdown plan",
         request=ConvoyImportSerializer,
+        examples=[INVALID_PLAN, TOO_LARGE],
         responses={
             201: ConvoyImportResultSerializer,
             400: OpenApiResponse(
@@ -112,7 +189,7 @@ class ConvoyImportView(APIView):
 class ConvoyDetailView(APIView):
     """A convoy with its legs (`depends_on` keys, wave, rig), progress, what blocks which leg."""
 
-    @extend_schema(responses={200: ConvoyDetailSerializer})
+    @extend_schema(summary="Show a convoy", responses={200: ConvoyDetailSerializer})
     def get(self, request: Request, pk: int) -> Response:
         return Response(_detail(get_object(Convoy.objects.all(), "convoy", pk)))
 
@@ -122,16 +199,25 @@ class ConvoyLaunchView(APIView):
 
     permission_classes = [ReadOrOperator]
 
-    @extend_schema(request=None, responses={200: ConvoyDetailSerializer})
+    @extend_schema(
+        summary="Launch a draft convoy", request=None, responses={200: ConvoyDetailSerializer}
+    )
     def post(self, request: Request, pk: int) -> Response:
         convoy = services.convoy_launch(convoy=get_object(Convoy.objects.all(), "convoy", pk))
         return Response(_detail(convoy))
 
 
 class ConvoyCancelView(APIView):
+    """Cancel a convoy (operators), with a reason: its open legs are cancelled, and so is its
+    landing merge request while it waits; what already landed stays."""
+
     permission_classes = [ReadOrOperator]
 
-    @extend_schema(request=ConvoyCancelSerializer, responses={200: ConvoyDetailSerializer})
+    @extend_schema(
+        summary="Cancel a convoy",
+        request=ConvoyCancelSerializer,
+        responses={200: ConvoyDetailSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         convoy = get_object(Convoy.objects.all(), "convoy", pk)
         data = body(ConvoyCancelSerializer, request)

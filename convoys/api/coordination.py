@@ -3,8 +3,9 @@
 ended without a merge (`POST rigs/{id}/end-turn/`), comments on beads, releasing a claim, and
 the blocked beads with what blocks them. Thin: validate, check who may, call one service."""
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from functools import partial
+
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
@@ -12,9 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import FieldErrors
 from common.params import id_or_none, optional_id
 from convoys.api.base import bead_by_ref, body, get_object
-from convoys.api.beads import BEAD_PATH, BeadPagination
+from convoys.api.beads import _ID_FILTERS, BEAD_PATH, SCOPE_PARAMS, BeadPagination
 from convoys.models import BeadComment
 from convoys.selectors import beads_blocked, beads_blocked_reasons, rigs_current_legs
 from convoys.serializers import (
@@ -67,6 +69,11 @@ def _home_rig(agent: Agent, repository_id: int | None) -> Rig | None:
     return next((rig for rig in rigs if rig.id in legs), rigs[0] if rigs else None)
 
 
+def _inbox_agents(notice: Notification) -> set[int | None]:
+    """The agents a notice concerns: its rig's, and its sender rig's (they may reply to it)."""
+    return {notice.rig.agent_id, notice.source_rig.agent_id if notice.source_rig else None}
+
+
 def _notification(pk, field: str | None = None) -> Notification:
     return get_object(
         Notification.objects.select_related("rig", "source_rig"), "notification", pk, field
@@ -80,28 +87,32 @@ class MessageCreateView(APIView):
     recipient it goes back to the rig that sent that notice. Agents message rigs of the
     repositories they work in; operators any rig."""
 
-    @extend_schema(request=MessageCreateSerializer, responses={201: MessageResultSerializer})
+    @extend_schema(
+        summary="Send a message to rigs",
+        request=MessageCreateSerializer,
+        responses={201: MessageResultSerializer},
+    )
     def post(self, request: Request) -> Response:
         data = body(MessageCreateSerializer, request)
         agent = calling_agent(request)
         if agent is None and not is_operator(request.user):
             raise PermissionDenied("Only agents and operators send messages.")
         repositories = agent_repository_ids(agent) if agent is not None else None
+        errors = FieldErrors()  # a bad `from_rig` and a bad `reply_to` are named together
         from_rig = None
         if data.get("from_rig") is not None:
             if agent is None:
-                raise ValidationError({"from_rig": "people send messages without a rig."})
-            from_rig = _my_rig(agent, data["from_rig"], "from_rig")
+                errors.add(ValidationError({"from_rig": "people send messages without a rig."}))
+            else:
+                from_rig = errors.check(partial(_my_rig, agent, data["from_rig"], "from_rig"))
         reply_to = None
         if data.get("reply_to") is not None:
-            reply_to = _notification(data["reply_to"], "reply_to")
-            if agent is not None and agent.pk not in {
-                reply_to.rig.agent_id,
-                reply_to.source_rig.agent_id if reply_to.source_rig else None,
-            }:
-                raise PermissionDenied(
-                    f"notification {reply_to.pk} is not in your inbox: reply to your own."
-                )
+            reply_to = errors.check(partial(_notification, data["reply_to"], "reply_to"))
+        errors.raise_any()
+        if reply_to is not None and agent is not None and agent.pk not in _inbox_agents(reply_to):
+            raise PermissionDenied(
+                f"notification {reply_to.pk} is not in your inbox: reply to your own."
+            )
         addressing = {k: data.get(k) for k in ("to", "to_rig", "to_agent", "to_convoy")}
         if reply_to is not None and not any(v not in (None, "") for v in addressing.values()):
             back = reply_to.source_rig
@@ -153,7 +164,11 @@ class EscalationCreateView(APIView):
     the convoy page and the board's header, and sent to the webhooks. An operator answers it
     (`POST notifications/{id}/answer/`); the answer arrives in your inbox."""
 
-    @extend_schema(request=EscalationCreateSerializer, responses={201: NotificationSerializer})
+    @extend_schema(
+        summary="Ask a person",
+        request=EscalationCreateSerializer,
+        responses={201: NotificationSerializer},
+    )
     def post(self, request: Request) -> Response:
         agent = calling_agent(request)
         if agent is None:
@@ -161,7 +176,10 @@ class EscalationCreateView(APIView):
                 "Agents escalate; people answer escalations (POST notifications/{id}/answer/)."
             )
         data = body(EscalationCreateSerializer, request)
-        bead = bead_by_ref(data["bead"], "bead") if data.get("bead") is not None else None
+        errors = FieldErrors()  # a bad `bead` and a bad `rig` are named together
+        bead = rig = None
+        if data.get("bead") is not None:
+            bead = errors.check(partial(bead_by_ref, data["bead"], "bead"))
         if bead is not None and not may_coordinate_in(
             request, coordination.bead_repository_id(bead)
         ):
@@ -170,10 +188,11 @@ class EscalationCreateView(APIView):
                 "beads of your own repositories."
             )
         if data.get("rig") is not None:
-            rig = _my_rig(agent, data["rig"], "rig")
-        elif bead is not None and bead.rig_id and bead.rig.agent_id == agent.pk:
+            rig = errors.check(partial(_my_rig, agent, data["rig"], "rig"))
+        errors.raise_any()
+        if rig is None and bead is not None and bead.rig_id and bead.rig.agent_id == agent.pk:
             rig = bead.rig
-        else:
+        if rig is None:
             rig = _home_rig(agent, None)
             if rig is None:
                 raise ValidationError({"rig": "you have no live rig to ask from."})
@@ -187,7 +206,12 @@ class NotificationAnswerView(APIView):
     `already_resolved` when it was answered (or resolved) meanwhile; 400 `not_a_question` for a
     notice that asks no person."""
 
-    @extend_schema(request=AnswerSerializer, responses={200: AnswerResultSerializer})
+    @extend_schema(
+        summary="Answer an escalation",
+        tags=["escalations"],
+        request=AnswerSerializer,
+        responses={200: AnswerResultSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         if not is_operator(request.user):
             raise PermissionDenied("Only operators answer escalations.")
@@ -207,7 +231,11 @@ class RigTurnEndView(APIView):
 
     permission_classes = [RigWrite]
 
-    @extend_schema(request=TurnEndSerializer, responses={201: NotificationSerializer})
+    @extend_schema(
+        summary="End the agent's turn without a merge",
+        request=TurnEndSerializer,
+        responses={201: NotificationSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         rig = get_object(Rig.objects.select_related("agent", "repository"), "rig", pk)
         self.check_object_permissions(request, rig)
@@ -228,15 +256,21 @@ class CommentPagination(LimitOffsetPagination):
 
 
 @extend_schema(parameters=[BEAD_PATH])
+@extend_schema_view(
+    get=extend_schema(
+        summary="List a bead's comments", description="A bead's comments, oldest first."
+    )
+)
 class BeadCommentView(generics.ListAPIView):
     """A bead's comments, oldest first; `POST` adds one (agents: on beads of the repositories
     they work in; operators anywhere). Someone else's comment is told to the bead's rig."""
 
     serializer_class = BeadCommentSerializer
     pagination_class = CommentPagination
-    filter_backends: list = []
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # (the schema's generator: no bead)
+            return BeadComment.objects.none()
         bead = bead_by_ref(self.kwargs["ref"])
         return (
             BeadComment.objects.filter(bead=bead)
@@ -244,7 +278,13 @@ class BeadCommentView(generics.ListAPIView):
             .order_by("created_at", "id")
         )
 
-    @extend_schema(request=BeadCommentCreateSerializer, responses={201: BeadCommentSerializer})
+    @extend_schema(
+        summary="Comment on a bead",
+        description="Add a comment (agents: on beads of the repositories they work in; "
+        "operators anywhere). Someone else's comment is told to the bead's rig.",
+        request=BeadCommentCreateSerializer,
+        responses={201: BeadCommentSerializer},
+    )
     def post(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         agent = calling_agent(request)
@@ -269,7 +309,7 @@ class BeadReleaseView(APIView):
     another agent may claim it. Its holder, or an operator; 409 `not_claimed` when nobody
     holds it."""
 
-    @extend_schema(request=None, responses={200: BeadSerializer})
+    @extend_schema(summary="Release a claim", request=None, responses={200: BeadSerializer})
     def post(self, request: Request, ref: str) -> Response:
         bead = bead_by_ref(ref)
         agent = calling_agent(request)
@@ -288,14 +328,7 @@ class BeadReleaseView(APIView):
         return Response(BeadSerializer(bead).data)
 
 
-@extend_schema(
-    parameters=[
-        *(
-            OpenApiParameter(n, OpenApiTypes.INT, description=f"only this {n}'s beads")
-            for n in ("rig", "leg", "convoy", "repository")
-        ),
-    ]
-)
+@extend_schema_view(get=extend_schema(summary="List blocked beads"))
 class BeadBlockedView(generics.ListAPIView):
     """The beads that wait, and what they wait for (`gt blocked`): not closed, not in
     progress, not ready. Each with `reasons` (one line each: the same rules as `ready`) and
@@ -303,16 +336,17 @@ class BeadBlockedView(generics.ListAPIView):
 
     serializer_class = BlockedBeadSerializer
     pagination_class = BeadPagination
-    filter_backends: list = []
+    list_params = SCOPE_PARAMS
 
     def get_queryset(self):
         params = self.request.query_params
-        return beads_blocked(
-            **{n: optional_id(params, n) for n in ("rig", "leg", "convoy", "repository")}
-        )
+        errors = FieldErrors()
+        scope = {name: errors.check(partial(optional_id, params, name)) for name in _ID_FILTERS}
+        errors.raise_any()
+        return beads_blocked(**scope)
 
     def list(self, request: Request, *args, **kwargs) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         why = beads_blocked_reasons(page)
         rows = []
         for bead in page:

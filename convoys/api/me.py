@@ -19,7 +19,7 @@ class MeView(APIView):
     person (session or personal token) gets 200 too, with `kind: person`, the username and
     roles, and no rigs (people do not own rigs)."""
 
-    @extend_schema(responses={200: MeSerializer})
+    @extend_schema(summary="Who am I", responses={200: MeSerializer})
     def get(self, request: Request) -> Response:
         agent = calling_agent(request)
         if agent is not None:
@@ -51,6 +51,7 @@ class PrimeView(APIView):
     renderer_classes = [PlainTextRenderer, renderers.JSONRenderer]
 
     @extend_schema(
+        summary="The agent's briefing",
         parameters=[
             OpenApiParameter("rig", OpenApiTypes.STR, description="which of your rigs (id or slug)")
         ],

@@ -23,7 +23,12 @@ class RigMergeRequestView(APIView):
 
     permission_classes = [RigWrite]
 
-    @extend_schema(request=MergeRequestCreateSerializer, responses={201: MergeRequestSerializer})
+    @extend_schema(
+        summary="Ask to land a rig's branch",
+        tags=["merge-requests"],
+        request=MergeRequestCreateSerializer,
+        responses={201: MergeRequestSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
         rig = get_object(Rig.objects.select_related("agent", "repository"), "rig", pk)
         self.check_object_permissions(request, rig)

@@ -9,12 +9,18 @@ from rest_framework.test import APIClient
 from rigs import services
 from rigs.models import Agent
 
+ERROR_KEYS = {"code", "message", "field", "errors"}
+
 
 def error_of(response) -> dict:
-    """The error body, checked for its one shape."""
+    """The error body, checked for its one shape: the first problem, and `errors` listing every
+    problem with the first one first."""
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    return body["error"]
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    error = body["error"]
+    first = {key: error[key] for key in ("field", "code", "message")}
+    assert error["errors"] and error["errors"][0] == first, body
+    return error
 
 
 @pytest.fixture

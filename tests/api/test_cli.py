@@ -172,6 +172,34 @@ def test_exit_codes_and_people(asgi_server, git_repo, django_user_model):
     assert Bead.objects.count() == 1
 
 
+def test_gt_prints_every_error(asgi_server, git_repo):
+    """Bad input names every field at once, and gt shows them all (not just the first)."""
+    url = asgi_server
+    repository = register(git_repo)
+    agent, token = services.agent_create(name="careless")
+    Rig.objects.create(
+        repository=repository, slug="c1", agent=agent, branch="rig/c1", state=Rig.State.READY
+    )
+    args = ["create", "Fix it", "--blocks", "gt-nope1", "--blocks", "gt-nope2",
+            "--discovered-from", "gt-nope3"]  # fmt: skip
+    refused = gt(url, token, *args)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.splitlines()
+    assert lines[0] == "gt: 3 problems:"
+    assert lines[1:] == [
+        "  blocks: bead gt-nope1 does not exist.",
+        "  blocks: bead gt-nope2 does not exist.",
+        "  discovered_from: bead gt-nope3 does not exist.",
+    ]
+    body = json.loads(gt(url, token, "--json", *args).stderr)
+    assert [e["field"] for e in body["error"]["errors"]] == ["blocks", "blocks", "discovered_from"]
+    assert body["error"]["field"] == "blocks" and body["exit_code"] == 2
+    # one problem: its message alone, as before
+    single = gt(url, token, "create", "Fix it", "--blocks", "gt-nope1")
+    assert single.stderr.strip() == "gt: blocks: bead gt-nope1 does not exist."
+    assert Bead.objects.count() == 0
+
+
 def test_gt_is_served_by_the_server(asgi_server):
     with urllib.request.urlopen(f"{asgi_server}/api/v1/cli/gt", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/x-python")

@@ -342,7 +342,8 @@ def test_the_import_is_in_the_openapi_schema(operator):
     assert set(operation["responses"]) >= {"201", "400", "403", "413"}
     assert "ConvoyImportError" in str(operation["responses"]["400"])
     detail = schema["components"]["schemas"]["ConvoyImportErrorDetail"]
-    assert "errors" in detail["properties"] and "errors" not in detail["required"]
+    assert "errors" in detail["required"]  # (every error body lists its errors)
+    assert "line" in schema["components"]["schemas"]["PlanError"]["properties"]
 
 
 # --- a leg's description and acceptance through POST convoys/ ---------------------------------

@@ -41,7 +41,7 @@ def agent_client(name="claude-1"):
 
 def error_of(response):
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field", "errors"}
     return body["error"]
 
 
@@ -246,11 +246,8 @@ def test_operator_cannot_register_a_repository_with_a_command(operator, git_repo
     response = operator.post("/api/v1/repositories/", body, format="json")
     assert response.status_code == 403
     error = error_of(response)
-    assert error == {
-        "code": "permission_denied",
-        "message": error["message"],
-        "field": field,
-    }
+    first = {"code": "permission_denied", "message": error["message"], "field": field}
+    assert error == {**first, "errors": [first]}
     assert field in error["message"] and "admin" in error["message"]
     assert not Repository.objects.exists()
 
