@@ -328,6 +328,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "messages", "description": "Messages between rigs."},
         {"name": "escalations", "description": "Questions to people, and their answers."},
         {"name": "runs", "description": "Agent runs: launch, follow the log, stop, usage."},
+        {"name": "budgets", "description": "Limits on what agents spend, enforced by the runner."},
         {"name": "events", "description": "The append-only event log, for replay."},
         {"name": "cli", "description": "The `gt` command-line client."},
     ],

@@ -173,6 +173,7 @@ def _budget_body(budget: Budget) -> dict:
     return BudgetSerializer(budget, context={"limits": budget_limits([budget])}).data
 
 
+@extend_schema_view(get=extend_schema(summary="List budgets with their spend"))
 class BudgetListView(generics.ListCreateAPIView):
     """`GET budgets/`: limits in dollars and tokens on what runs spend, each with its spend over
     its window (people with a role: all; an agent: those over its own runs). `POST budgets/`:
@@ -192,7 +193,9 @@ class BudgetListView(generics.ListCreateAPIView):
         data = BudgetSerializer(page, many=True, context={"limits": limits}).data
         return self.get_paginated_response(data)
 
-    @extend_schema(request=BudgetCreateSerializer, responses={201: BudgetSerializer})
+    @extend_schema(
+        summary="Set a budget", request=BudgetCreateSerializer, responses={201: BudgetSerializer}
+    )
     def post(self, request: Request, *args, **kwargs) -> Response:
         body = BudgetCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -212,11 +215,15 @@ class BudgetDetailView(APIView):
             raise NotFound(f"budget {pk} does not exist.")
         return budget
 
-    @extend_schema(responses={200: BudgetSerializer})
+    @extend_schema(summary="Show a budget", responses={200: BudgetSerializer})
     def get(self, request: Request, pk: int) -> Response:
         return Response(_budget_body(self.get_budget(request, pk)))
 
-    @extend_schema(request=BudgetChangeSerializer, responses={200: BudgetSerializer})
+    @extend_schema(
+        summary="Change a budget's limits",
+        request=BudgetChangeSerializer,
+        responses={200: BudgetSerializer},
+    )
     def patch(self, request: Request, pk: int) -> Response:
         budget = self.get_budget(request, pk)
         for name in ("scope", "agent", "repository", "convoy"):
@@ -231,7 +238,7 @@ class BudgetDetailView(APIView):
         budget = budgets.budget_save(budget=budget, by=str(request.user))
         return Response(_budget_body(budget))
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(summary="Delete a budget", request=None, responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         budgets.budget_delete(budget=self.get_budget(request, pk), by=str(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)

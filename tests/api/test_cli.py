@@ -183,7 +183,7 @@ def test_gt_prints_every_error(asgi_server, git_repo):
     args = ["create", "Fix it", "--blocks", "gt-nope1", "--blocks", "gt-nope2",
             "--discovered-from", "gt-nope3"]  # fmt: skip
     refused = gt(url, token, *args)
-    assert refused.returncode == 2, refused.stderr
+    assert refused.returncode == 4, refused.stderr  # what it names does not exist
     lines = refused.stderr.splitlines()
     assert lines[0] == "gt: 3 problems:"
     assert lines[1:] == [
@@ -193,7 +193,7 @@ def test_gt_prints_every_error(asgi_server, git_repo):
     ]
     body = json.loads(gt(url, token, "--json", *args).stderr)
     assert [e["field"] for e in body["error"]["errors"]] == ["blocks", "blocks", "discovered_from"]
-    assert body["error"]["field"] == "blocks" and body["exit_code"] == 2
+    assert body["error"]["field"] == "blocks" and body["exit_code"] == 4
     # one problem: its message alone, as before
     single = gt(url, token, "create", "Fix it", "--blocks", "gt-nope1")
     assert single.stderr.strip() == "gt: blocks: bead gt-nope1 does not exist."
