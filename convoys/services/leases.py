@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from convoys.models import Bead, BeadComment, Leg
+from convoys.models import Bead, BeadComment, Convoy, Leg
 from convoys.services.bead_graph import bead_event
 from rigs.models import Agent, Rig
 
@@ -105,9 +105,9 @@ def bead_leases_renew(
     if run_id is not None:
         held = held.filter(claimed_by_run_id=run_id)
     if rig is not None:  # its own claims, and its pool claims on the same repository
-        pool = Q(rig__isnull=True) & (
-            Q(repository_id=rig.repository_id) | Q(convoy__repository_id=rig.repository_id)
-        )
+        # a subquery, not a join: FOR UPDATE cannot lock the nullable side of an outer join
+        convoys = Convoy.objects.filter(repository_id=rig.repository_id).values("pk")
+        pool = Q(rig__isnull=True) & (Q(repository_id=rig.repository_id) | Q(convoy_id__in=convoys))
         held = held.filter(Q(rig=rig) | pool)
     if bead is not None:
         held = held.filter(pk=bead.pk)

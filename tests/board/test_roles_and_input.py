@@ -1,6 +1,8 @@
 """Who may see the board at all (a login is not a role), and bad numbers in its query strings
 and forms: a 400 naming the field, never a 500."""
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
@@ -8,7 +10,7 @@ from django.urls import reverse
 from board.urls import urlpatterns as board_urlpatterns
 from convoys.models import Convoy
 from rigs.models import Rig
-from runner.models import AgentRun
+from runner.models import AgentRun, Budget
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +42,9 @@ def scenery():
         "notification": factories.notification(rig=rig).id,
         "repositories": None,
         "merge": repo.id,
+        "budget": Budget.objects.create(
+            scope=Budget.Scope.AGENT, agent=rig.agent, limit_usd=Decimal("5")
+        ).id,
     }
 
 
@@ -90,7 +95,7 @@ def test_anonymous_people_are_sent_to_the_login_page_from_every_board_url(client
 
 def test_a_viewer_reads_every_board_page(viewer_client, scenery):
     posts = {"move", "launch", "cancel", "landing-retry", "merge", "retry", "sync", "teardown"}
-    posts |= {"stop", "ack", "new", "import", "add", "answer"}
+    posts |= {"stop", "ack", "new", "import", "add", "answer", "set", "delete"}
     for url in board_urls(scenery):
         if url.rstrip("/").rsplit("/", 1)[-1] in posts:
             continue
