@@ -120,7 +120,9 @@ print(json.dumps(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
 
 
 def multiproc_dir(tmp_path, **env) -> str | None:
-    clean = {k: v for k, v in os.environ.items() if k not in ("GASTOWN_DATA_DIR", "SECRET_KEY")}
+    # the embedded default (a PostgreSQL run's DATABASE_URL would ask for a SECRET_KEY)
+    dropped = ("GASTOWN_DATA_DIR", "SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+    clean = {k: v for k, v in os.environ.items() if k not in dropped}
     clean.update(
         {"DJANGO_SETTINGS_MODULE": "gastown_site.settings", "GASTOWN_DATA_DIR": str(tmp_path)}
     )
