@@ -179,6 +179,20 @@ def asgi_server(redis_server, transactional_db):
         yield base
 
 
+def launcher_start(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    """`make run`'s launcher (`gastown_site.run --no-demo`) in its own session, its output in
+    `log_path`: stop it with `stop_process_group`."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gastown_site.run", "--port", str(port), "--no-demo"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def wait_healthy(base: str, process: subprocess.Popen, log_path: Path, seconds: float = 60) -> None:
     """Wait until the server at `base` answers /healthz (its log's tail in the error if it
     exits or takes longer than `seconds`)."""

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 
 from gastown_site import run as run_module
 from rigs.services import admin_login_ensure
-from tests.conftest import BASE_DIR, free_port, stop_process_group
+from tests.conftest import BASE_DIR, free_port, launcher_start, stop_process_group
 
 
 def fresh_env(data_dir: Path) -> dict[str, str]:
@@ -43,15 +43,7 @@ def test_make_run_prints_the_addresses_and_the_admin_login_once_ready(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "run.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gastown_site.run", "--port", str(port), "--no-demo"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = launcher_start(env, port, log_path)
     try:
         deadline = time.monotonic() + 150
         while "Gas Town is ready" not in log_path.read_text():

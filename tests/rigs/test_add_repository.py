@@ -15,7 +15,14 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from rigs.models import Repository
-from tests.conftest import BASE_DIR, free_port, git, stop_process_group, wait_healthy
+from tests.conftest import (
+    BASE_DIR,
+    free_port,
+    git,
+    launcher_start,
+    stop_process_group,
+    wait_healthy,
+)
 
 MANAGE = str(BASE_DIR / "manage.py")
 
@@ -102,15 +109,7 @@ def test_add_repository_on_a_fresh_data_dir_then_a_rig_provisions(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "run.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gastown_site.run", "--port", str(port), "--no-demo"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = launcher_start(env, port, log_path)
     try:
         wait_healthy(base, server, log_path)
 
