@@ -151,16 +151,7 @@ def program_run(
     so no sandbox and no shell) to completion in its own process group, killed at the time
     limit. `env` is its whole environment."""
     started = time.monotonic()
-    child = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        close_fds=True,
-    )
+    child = _group_popen(argv, cwd=cwd, env=env)
     timed_out = False
     try:
         raw, _ = child.communicate(timeout=timeout)
@@ -305,8 +296,16 @@ def shell_spawn(
     command: str, *, cwd: str | Path, env: dict[str, str], sandbox: Sandbox | None
 ) -> subprocess.Popen:
     """`/bin/sh -c command` in its own process group (sandboxed), stdout and stderr piped."""
+    return _group_popen(sandbox_argv(["/bin/sh", "-c", command], sandbox), cwd=cwd, env=env)
+
+
+def _group_popen(
+    argv: list[str], *, cwd: str | Path | None, env: dict[str, str]
+) -> subprocess.Popen:
+    """A child in its own process group (killed as a group), no stdin, stdout and stderr piped
+    together, no inherited descriptors."""
     return subprocess.Popen(
-        sandbox_argv(["/bin/sh", "-c", command], sandbox),
+        argv,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
