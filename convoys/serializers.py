@@ -698,3 +698,62 @@ class BlockedBeadSerializer(BeadSerializer):
     class Meta(BeadSerializer.Meta):
         fields = [*BeadSerializer.Meta.fields, "reasons", "blocked_by"]
         read_only_fields = fields
+
+
+class ReviewReplySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.CharField(help_text="the person's or the agent's name")
+    by_agent = serializers.BooleanField()
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ReviewCommentSerializer(serializers.Serializer):
+    """A review comment with its thread of answers, oldest first."""
+
+    id = serializers.IntegerField()
+    rig = serializers.IntegerField(source="rig_id")
+    merge_request = serializers.IntegerField(source="merge_request_id", allow_null=True)
+    author = serializers.CharField()
+    path = serializers.CharField(help_text="the file; empty for a comment on the whole change")
+    line = serializers.IntegerField(allow_null=True)
+    side = serializers.CharField(help_text="new: a line of the head; old: a deleted line")
+    commit = serializers.CharField(help_text="the head commit of the diff it was made on")
+    base_commit = serializers.CharField()
+    excerpt = serializers.CharField(help_text="the line's text when the comment was made")
+    text = serializers.CharField()
+    state = serializers.ChoiceField(choices=["open", "resolved"])
+    resolved_by = serializers.CharField()
+    resolved_commit = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    replies = ReviewReplySerializer(many=True, source="replies.all")
+
+
+class ReviewCommentCreateSerializer(serializers.Serializer):
+    rig = serializers.IntegerField(min_value=1, help_text="the rig whose change it is about")
+    text = message_text(help_text="the comment (at most 4,000 characters)")
+    path = serializers.CharField(
+        required=False, allow_blank=True, max_length=1024, help_text="empty: the whole change"
+    )
+    line = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    side = serializers.ChoiceField(choices=["new", "old"], required=False, default="new")
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$", required=False, allow_blank=True, help_text="the diff's head commit"
+    )
+    base_commit = serializers.RegexField(r"^[0-9a-f]{40}$", required=False, allow_blank=True)
+    excerpt = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    merge_request = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class ReviewReplyCreateSerializer(serializers.Serializer):
+    text = message_text(help_text="the answer (at most 4,000 characters)")
+
+
+class ReviewResolveSerializer(serializers.Serializer):
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$",
+        required=False,
+        allow_blank=True,
+        help_text="the commit that addressed it (full id)",
+    )

@@ -116,6 +116,11 @@ _KINDS = [
     ),
     EventKind("bead.commented", "a comment was added to a bead", ("bead", "comment", "author")),
     EventKind(
+        "review.comment",
+        "a review comment on a rig's change was added, answered or resolved",
+        ("comment", "thread", "rig", "path", "line", "author", "state", "action"),
+    ),
+    EventKind(
         "rig.turn_ended",
         "a rig's agent ended its turn without a merge (escalated or deferred); the runner "
         "does not relaunch it until a person answers or launches it",

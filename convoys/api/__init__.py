@@ -36,6 +36,12 @@ from convoys.api.coordination import (
 )
 from convoys.api.me import MeView, PrimeView
 from convoys.api.merge_requests import RigMergeRequestView
+from convoys.api.reviews import (
+    ReviewCommentDetailView,
+    ReviewCommentListView,
+    ReviewCommentReplyView,
+    ReviewCommentResolveView,
+)
 
 __all__ = [
     "BeadBlockedView",
@@ -57,6 +63,10 @@ __all__ = [
     "MessageCreateView",
     "NotificationAnswerView",
     "PrimeView",
+    "ReviewCommentDetailView",
+    "ReviewCommentListView",
+    "ReviewCommentReplyView",
+    "ReviewCommentResolveView",
     "RigMergeRequestView",
     "RigTurnEndView",
     "bead_row",
