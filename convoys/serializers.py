@@ -742,7 +742,9 @@ class ReviewCommentCreateSerializer(serializers.Serializer):
         r"^[0-9a-f]{40}$", required=False, allow_blank=True, help_text="the diff's head commit"
     )
     base_commit = serializers.RegexField(r"^[0-9a-f]{40}$", required=False, allow_blank=True)
-    excerpt = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    excerpt = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, trim_whitespace=False
+    )
     merge_request = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
 
