@@ -137,7 +137,7 @@ def leg_diff_url_args(leg_id: int) -> tuple[str, int]:
         .first()
     )
     if leg.state == Leg.State.LANDED and landed:
-        return "merge-request-diff", landed
+        return "mr-diff", landed
     return "rig-diff", leg.rig_id
 
 

@@ -32,12 +32,12 @@ urlpatterns = [
     path("rigs/<int:pk>/launch/", views.rig_launch, name="rig-launch"),
     path("rigs/<int:pk>/diff/", views.rig_diff, name="rig-diff"),
     path("rigs/<int:pk>/diff/file/", views.rig_diff_file, name="rig-diff-file"),
-    path("rigs/<int:pk>/review/", views.review_comment_add, name="review-comment-add"),
-    path("merge-requests/<int:pk>/diff/", views.merge_request_diff, name="merge-request-diff"),
+    path("rigs/<int:pk>/review/", views.review_comment_add, name="rig-review"),
+    path("merge-requests/<int:pk>/diff/", views.merge_request_diff, name="mr-diff"),
     path(
         "merge-requests/<int:pk>/diff/file/",
         views.merge_request_diff_file,
-        name="merge-request-diff-file",
+        name="mr-diff-file",
     ),
     path("legs/<int:pk>/diff/", views.leg_diff, name="leg-diff"),
     path(

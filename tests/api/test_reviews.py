@@ -73,7 +73,7 @@ def test_the_agent_answers_and_resolves(setup, operator):
 
 
 def test_a_persons_answer_updates_the_agents_notice(setup, operator):
-    rig, agent, _ = setup
+    rig, _agent, _ = setup
     thread = comment_on(operator, rig).json()
     operator.post(f"/api/v1/review-comments/{thread['id']}/reply/", {"text": "Also the docs."},
                   format="json")  # fmt: skip

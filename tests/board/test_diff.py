@@ -204,7 +204,7 @@ def test_a_landed_leg_shows_its_merge_request(tmp_path, viewer_client):
     leg = factories.leg(rig=rig, state=Leg.State.LANDED)
     answer = viewer_client.get(reverse("board:leg-diff", args=[leg.id]))
     assert answer.status_code == 302
-    assert answer.url == reverse("board:merge-request-diff", args=[mr.id])
+    assert answer.url == reverse("board:mr-diff", args=[mr.id])
     page = viewer_client.get(answer.url).content.decode()
     assert "landed on main in" in page
 
@@ -213,7 +213,7 @@ def test_comments_show_on_their_line_then_outdated(tmp_path, operator_client, op
     _repository, rig, worktree, head = make_change(tmp_path)
     target = diffs.rig_diff_target(rig)
     answer = operator_client.post(
-        reverse("board:review-comment-add", args=[rig.id]),
+        reverse("board:rig-review", args=[rig.id]),
         {
             "path": "app.py",
             "line": "5",
@@ -250,7 +250,7 @@ def test_comments_show_on_their_line_then_outdated(tmp_path, operator_client, op
 def test_viewers_and_agents_cannot_comment_on_the_board(tmp_path, viewer_client):
     _, rig, _, _head = make_change(tmp_path)
     answer = viewer_client.post(
-        reverse("board:review-comment-add", args=[rig.id]),
+        reverse("board:rig-review", args=[rig.id]),
         {"text": "hi"},
         HTTP_ACCEPT="application/json",
     )
@@ -261,7 +261,7 @@ def test_viewers_and_agents_cannot_comment_on_the_board(tmp_path, viewer_client)
 def test_bad_comments_are_400s_naming_every_field(tmp_path, operator_client):
     _, rig, _, _ = make_change(tmp_path)
     answer = operator_client.post(
-        reverse("board:review-comment-add", args=[rig.id]),
+        reverse("board:rig-review", args=[rig.id]),
         {"text": "", "line": "0", "commit": "xyz"},
         HTTP_ACCEPT="application/json",
     )
@@ -269,7 +269,7 @@ def test_bad_comments_are_400s_naming_every_field(tmp_path, operator_client):
     fields = {e["field"] for e in answer.json()["error"]["errors"]}
     assert {"text", "line", "commit"} <= fields
     answer = operator_client.post(
-        reverse("board:review-comment-add", args=[rig.id]),
+        reverse("board:rig-review", args=[rig.id]),
         {"text": "on a line", "line": "3"},
         HTTP_ACCEPT="application/json",
     )

@@ -2,7 +2,7 @@
 server), with the agent's side played by a real `gt` process: an operator opens the rig's diff,
 unfolds context, switches to side by side, comments on a line; the agent reads it (`gt review`,
 its inbox), answers and pushes a fix; the comment shows as outdated; the agent resolves it.
-The page does not scroll sideways at 390 × 844. Screenshots land in test-artifacts/board/."""
+The page does not scroll sideways at 390 by 844. Screenshots land in test-artifacts/board/."""
 
 import pytest
 from django.contrib.auth.models import Group
