@@ -9,7 +9,7 @@ from django.contrib.messages.storage.cookie import MessageSerializer
 from django.core import signing
 from django.urls import reverse
 
-from convoys.models import Bead
+from convoys.models import Bead, ReviewComment
 from events.models import Event
 from notifications.models import Notification, Webhook, WebhookDelivery
 from rigs import services
@@ -32,6 +32,7 @@ def populated():
     bead.dependencies.create(depends_on=dep)
     factories.merge_request(rig=rig)
     factories.notification(rig=rig)
+    ReviewComment.objects.create(rig=rig, author="olive", path="a.py", line=3, text="why?")
     factories.event(rig=rig, convoy=convoy)
     hook = Webhook.objects.create(repository=repo, url="http://127.0.0.1:9/h", secret="s")
     WebhookDelivery.objects.create(webhook=hook, event="notification.info", payload={})
