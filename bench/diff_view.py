@@ -115,7 +115,7 @@ def main() -> int:
 
         def get(url: str, **params) -> tuple[float, int]:
             with timed() as watch:
-                response = client.get(url, params)
+                response = client.get(url, params, secure=True)
             assert response.status_code == 200, (url, response.status_code)
             return watch.seconds * 1000, len(response.content)
 
