@@ -109,7 +109,17 @@ def rig_diff_page(rig_id: int) -> dict[str, Any]:
         target, error = diffs.rig_diff_target(rig), ""
     except diffs.DiffUnavailable as exc:
         target, error = None, str(exc)
-    return {**_context(target, error, rig, None), "kind": "rig", "pk": rig.id}
+    awaiting = (
+        MergeRequest.objects.filter(rig=rig, state=MergeRequest.State.AWAITING_REVIEW)
+        .order_by("-id")
+        .first()
+    )
+    return {
+        **_context(target, error, rig, None),
+        "kind": "rig",
+        "pk": rig.id,
+        "awaiting": awaiting,
+    }
 
 
 def merge_request_diff_page(mr_id: int) -> dict[str, Any]:
@@ -121,7 +131,23 @@ def merge_request_diff_page(mr_id: int) -> dict[str, Any]:
         target, error = diffs.merge_request_diff_target(mr), ""
     except diffs.DiffUnavailable as exc:
         target, error = None, str(exc)
-    return {**_context(target, error, mr.rig, mr), "kind": "merge_request", "pk": mr.id}
+    approvals = list(mr.approvals.all())  # the audit trail, oldest first
+    approved_now = {
+        a.by for a in approvals if a.verdict == "approved" and a.commit == mr.source_commit
+    }
+    review = {
+        "approvals": approvals,
+        "approved_now": len(approved_now),
+        "waiting": mr.state == MergeRequest.State.AWAITING_REVIEW,
+        "can_request_changes": mr.state
+        in (MergeRequest.State.AWAITING_REVIEW, MergeRequest.State.QUEUED),
+    }
+    return {
+        **_context(target, error, mr.rig, mr),
+        "kind": "merge_request",
+        "pk": mr.id,
+        "review": review,
+    }
 
 
 def leg_diff_url_args(leg_id: int) -> tuple[str, int]:

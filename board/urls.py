@@ -39,6 +39,12 @@ urlpatterns = [
         views.merge_request_diff_file,
         name="mr-diff-file",
     ),
+    path("merge-requests/<int:pk>/approve/", views.merge_request_approve, name="mr-approve"),
+    path(
+        "merge-requests/<int:pk>/request-changes/",
+        views.merge_request_request_changes,
+        name="mr-request-changes",
+    ),
     path("legs/<int:pk>/diff/", views.leg_diff, name="leg-diff"),
     path(
         "review-comments/<int:pk>/reply/", views.review_comment_reply, name="review-comment-reply"

@@ -37,7 +37,7 @@ from notifications import services as notification_services
 from notifications.models import Notification
 from rigs import diffs as rig_diffs
 from rigs import services as rig_services
-from rigs.models import Rig
+from rigs.models import MergeApproval, MergeRequest, Rig
 from rigs.permissions import is_admin, is_operator, is_viewer
 from runner import budgets as run_budgets
 from runner import services as run_services
@@ -820,3 +820,39 @@ def review_comment_resolve(request: HttpRequest, pk: int) -> HttpResponse:
         return f"Review comment #{comment.reply_to_id or comment.id} resolved."
 
     return _act(request, action, default_next=reverse("board:rig-diff", args=[comment.rig_id]))
+
+
+def _review(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
+    qs = MergeRequest.objects.select_related("rig", "repository")
+    mr = get_object_or_404(qs, pk=pk)
+
+    def action() -> str:
+        approval = review_services.merge_request_review(
+            merge_request=mr,
+            verdict=verdict,
+            by=request.user.get_username(),
+            commit=request.POST.get("commit", ""),
+            note=request.POST.get("note", ""),
+        )
+        mr.refresh_from_db()
+        if verdict == MergeApproval.Verdict.CHANGES_REQUESTED:
+            return f"Changes requested: merge request #{mr.id} is cancelled; the agent is told."
+        if mr.state == MergeRequest.State.QUEUED:
+            return f"Approved {approval.commit[:10]}: merge request #{mr.id} is queued for gating."
+        return f"Approved {approval.commit[:10]}: merge request #{mr.id} needs more approvals."
+
+    return _act(request, action, default_next=reverse("board:mr-diff", args=[pk]))
+
+
+@operator_required
+@require_POST
+def merge_request_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve the commit the diff showed; enough approvals queue it for gating."""
+    return _review(request, pk, MergeApproval.Verdict.APPROVED)
+
+
+@operator_required
+@require_POST
+def merge_request_request_changes(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask for changes: the request is cancelled and the agent told (with the open comments)."""
+    return _review(request, pk, MergeApproval.Verdict.CHANGES_REQUESTED)

@@ -47,6 +47,12 @@ class Convoy(models.Model):
         default=False, help_text="Legs merge into convoy/<slug>; the convoy lands as one merge."
     )
     budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    review_required = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="Approvals its legs' merge requests need before they are gated (the larger "
+        "of this and the repository's).",
+    )
     # as precise as a run's cost: many sub-cent reports add up
     spent_usd = models.DecimalField(max_digits=14, decimal_places=4, default=0, editable=False)
     created_by = models.ForeignKey(

@@ -308,6 +308,14 @@ class ConvoyCreateSerializer(serializers.Serializer):
         default=None,
         help_text="Agent spend limit in dollars: no new agent runs once it is reached.",
     )
+    review_required = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=10,
+        help_text="Approvals its legs' merge requests need before they are gated (the larger "
+        "of this and the repository's).",
+    )
     legs = LegInputSerializer(many=True, max_length=200)
 
 
@@ -364,6 +372,7 @@ class ConvoySerializer(serializers.ModelSerializer):
             "budget_usd",
             "spent_usd",
             "budget_reached",
+            "review_required",
             "created_at",
             "launched_at",
             "landed_at",

@@ -47,6 +47,11 @@ _KINDS = [
         "a merge request moved state (`forced` on creation: asked with force over open work)",
         ("merge_request", "from", "to", "forced"),
     ),
+    EventKind(
+        "merge_request.reviewed",
+        "an operator approved a merge request's commit or asked for changes (its audit trail)",
+        ("merge_request", "commit", "verdict", "by", "approvals", "required"),
+    ),
     EventKind("rig.updated", "a rig's settings were edited", ("rig", "slug", "fields")),
     EventKind(
         "merge_request.updated",

@@ -103,6 +103,16 @@ urlpatterns = [
     # coordination: messages between rigs, questions to people
     path("messages/", convoys_api.MessageCreateView.as_view(), name="message-create"),
     path("escalations/", convoys_api.EscalationCreateView.as_view(), name="escalation-create"),
+    path(
+        "merge-requests/<int:pk>/approve/",
+        convoys_api.MergeRequestApproveView.as_view(),
+        name="merge-request-approve",
+    ),
+    path(
+        "merge-requests/<int:pk>/request-changes/",
+        convoys_api.MergeRequestRequestChangesView.as_view(),
+        name="merge-request-request-changes",
+    ),
     # reviews: people's comments on a rig's change, the agent's answers
     path(
         "review-comments/", convoys_api.ReviewCommentListView.as_view(), name="review-comment-list"

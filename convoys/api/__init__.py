@@ -37,6 +37,8 @@ from convoys.api.coordination import (
 from convoys.api.me import MeView, PrimeView
 from convoys.api.merge_requests import RigMergeRequestView
 from convoys.api.reviews import (
+    MergeRequestApproveView,
+    MergeRequestRequestChangesView,
     ReviewCommentDetailView,
     ReviewCommentListView,
     ReviewCommentReplyView,
@@ -60,6 +62,8 @@ __all__ = [
     "ConvoyListView",
     "EscalationCreateView",
     "MeView",
+    "MergeRequestApproveView",
+    "MergeRequestRequestChangesView",
     "MessageCreateView",
     "NotificationAnswerView",
     "PrimeView",

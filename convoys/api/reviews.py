@@ -25,8 +25,9 @@ from convoys.serializers import (
 )
 from convoys.services import reviews
 from rigs.auth import calling_agent
-from rigs.models import MergeRequest, Rig
+from rigs.models import MergeApproval, MergeRequest, Rig
 from rigs.permissions import is_operator, owns_rig
+from rigs.serializers import MergeRequestReviewSerializer, MergeRequestSerializer
 
 STATES = ReviewComment.State.values
 
@@ -211,3 +212,62 @@ class ReviewCommentResolveView(APIView):
             commit=data.get("commit", ""),
         )
         return Response(ReviewCommentSerializer(_thread(comment)).data)
+
+
+class _MergeRequestVerdictView(APIView):
+    verdict = ""
+
+    def post(self, request: Request, pk: int) -> Response:
+        if calling_agent(request) is not None:
+            raise PermissionDenied("Agents never review merge requests: a person approves.")
+        if not is_operator(request.user):
+            raise PermissionDenied("Only operators review merge requests.")
+        mr = get_object(
+            MergeRequest.objects.select_related("rig", "repository"), "merge request", pk
+        )
+        data = body(MergeRequestReviewSerializer, request)
+        reviews.merge_request_review(
+            merge_request=mr,
+            verdict=self.verdict,
+            by=request.user.get_username(),
+            commit=data["commit"],
+            note=data.get("note", ""),
+        )
+        fresh = MergeRequest.objects.prefetch_related("approvals").get(pk=mr.pk)
+        return Response(MergeRequestSerializer(fresh).data)
+
+
+class MergeRequestApproveView(_MergeRequestVerdictView):
+    """Approve a merge request's source commit (operators; agents get 403). Once it has
+    `reviews_required` approvals of that commit it is queued for gating; new commits on the
+    branch send it back to `awaiting_review`."""
+
+    verdict = MergeApproval.Verdict.APPROVED
+
+    @extend_schema(
+        summary="Approve a merge request",
+        description="Operators only (agents: 403). `commit` is the source commit the diff "
+        "showed; 409 `stale_commit` when the request is at another one, `not_awaiting_review` "
+        "when it waits for none.",
+        request=MergeRequestReviewSerializer,
+        responses={200: MergeRequestSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return super().post(request, pk)
+
+
+class MergeRequestRequestChangesView(_MergeRequestVerdictView):
+    """Ask for changes (operators; agents get 403): the request is cancelled, its rig goes back
+    to work and its agent is told (with the open review comments)."""
+
+    verdict = MergeApproval.Verdict.CHANGES_REQUESTED
+
+    @extend_schema(
+        summary="Request changes on a merge request",
+        description="Operators only (agents: 403). Cancels the request and tells the rig's "
+        "agent; `note` says what to change (required when no review comment is open).",
+        request=MergeRequestReviewSerializer,
+        responses={200: MergeRequestSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return super().post(request, pk)

@@ -20,7 +20,8 @@ from convoys.services.coordination import _convoy_ids, _line, text_check
 from events.services import event_append
 from notifications.models import Notification
 from notifications.services import notices_resolve, notification_send
-from rigs.models import MergeRequest, Rig
+from rigs import services as rig_services
+from rigs.models import MergeApproval, MergeRequest, Rig
 
 Kind, Severity = Notification.Kind, Notification.Severity
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -229,3 +230,60 @@ def review_comment_resolve(*, comment: ReviewComment, by: str, commit: Any = "")
     )
     _event(root, "resolved")
     return root
+
+
+@transaction.atomic
+def merge_request_review(
+    *, merge_request: MergeRequest, verdict: str, by: str, commit: Any, note: Any = ""
+) -> MergeApproval:
+    """An operator approves a merge request's commit, or asks for changes, on its diff page
+    (or `POST merge-requests/{id}/approve/`, `.../request-changes/`). Asking for changes
+    cancels the request (its rig goes back to work) and tells the agent, pointing at the open
+    review comments. The verdict is kept on the request (`rigs.models.MergeApproval`)."""
+    errors: dict[str, str] = {}
+    commit = _commit(commit, "commit", errors)
+    if not commit:
+        errors.setdefault("commit", "the commit the diff showed (its full id).")
+    if not isinstance(note, str):
+        errors["note"] = "text."
+        note = ""
+    note = note.strip()
+    if verdict == MergeApproval.Verdict.CHANGES_REQUESTED and not note:
+        open_threads = ReviewComment.objects.filter(
+            rig_id=merge_request.rig_id, reply_to__isnull=True, state=ReviewComment.State.OPEN
+        ).exists()
+        if not open_threads:
+            errors["note"] = "say what to change (or comment on lines first)."
+    if len(note) > 4000:
+        errors["note"] = "at most 4,000 characters."
+    if errors:
+        raise ValidationError(errors)
+    approval = rig_services.merge_request_review_record(
+        merge_request=merge_request, verdict=verdict, by=by, commit=commit, note=note
+    )
+    rig = merge_request.rig
+    if verdict == MergeApproval.Verdict.CHANGES_REQUESTED and rig is not None:
+        open_count = ReviewComment.objects.filter(
+            rig=rig, reply_to__isnull=True, state=ReviewComment.State.OPEN
+        ).count()
+        said = f": {_line(note, 160)}" if note else ""
+        notification_send(
+            rig=rig,
+            kind=Kind.REVIEW_COMMENT,
+            severity=Severity.WARNING,
+            summary=f"{by} asked for changes on merge request #{merge_request.id}{said}",
+            action=f"Read the {open_count} open review comment(s) with `gt review`, fix them in "
+            "commits, resolve them (`gt review resolve ID`), then `gt done` again.",
+            changes={
+                "merge_request": merge_request.id,
+                "commit": commit,
+                "note": note,
+                "open_comments": open_count,
+                "from": by,
+            },
+            topic=f"{TOPIC_PREFIX}:mr:{merge_request.id}",
+            source_merge_request=merge_request,
+            sender=by,
+            convoy_id=_convoy_ids([rig]).get(rig.pk),
+        )
+    return approval

@@ -132,3 +132,56 @@ def test_review_a_change_comment_and_see_it_outdated(
     mobile.screenshot(path=str(ARTIFACTS / "diff-390.png"), full_page=True)
     phone.close()
     context.close()
+
+
+def test_a_merge_request_waits_for_an_approval_on_the_diff_page(
+    chromium, asgi_server, django_user_model, tmp_path
+):
+    """`review_required = 1`: the request waits; the operator approves it on its diff page;
+    it gates and lands (the queue run here, in the test); the trail shows who approved what."""
+    from convoys.services import rig_merge_request
+    from rigs import git, merge_queue
+    from rigs.models import MergeRequest, Repository
+
+    base = asgi_server
+    user = django_user_model.objects.create_user("olga", password=PASSWORD)
+    user.groups.add(Group.objects.get_or_create(name=OPERATOR_GROUP)[0])
+    path = tmp_path / "app"
+    path.mkdir()
+    run_git(path, "init", "-q", "-b", "main")
+    commit_file(path, "app.py", PY, "initial")
+    repository = factories.repository(name="app", path=str(path), review_required=1)
+    worktree = tmp_path / "worktrees" / "api"
+    run_git(path, "worktree", "add", "-q", "-b", "rig/api", str(worktree), "main")
+    rig = factories.rig(repository=repository, slug="api", branch="rig/api",
+                        state=Rig.State.WORKING, worktree_path=str(worktree))  # fmt: skip
+    head = commit_file(worktree, "app.py", PY.replace('"hello " + name', '"hi " + name'), "hi")
+    Rig.objects.filter(pk=rig.pk).update(head_commit=head)
+    rig.refresh_from_db()
+    mr = rig_merge_request(rig=rig, force=True)
+    assert mr.state == MergeRequest.State.AWAITING_REVIEW
+
+    context = chromium.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{base}/login/?next=/rigs/{rig.id}/diff/")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/rigs/{rig.id}/diff/")
+    page.click("#awaiting-review a")
+    page.wait_for_url(f"{base}/merge-requests/{mr.id}/diff/")
+    assert "Awaiting review" in page.inner_text("#review-panel")
+    page.screenshot(path=str(ARTIFACTS / "review-awaiting-1440.png"), full_page=True)
+    page.click("#approve")
+    page.wait_for_selector(".toast-success:has-text('queued for gating')")
+    mr.refresh_from_db()
+    assert mr.state == MergeRequest.State.QUEUED
+    merge_queue.merge_queue_process(repository.id, "main")
+    mr.refresh_from_db()
+    assert mr.state == MergeRequest.State.MERGED
+    assert git.is_ancestor(str(path), head, "main")
+    page.reload()
+    assert "olga approved" in page.inner_text("#review-audit")
+    assert Repository.objects.get(pk=repository.pk).review_required == 1
+    context.close()

@@ -101,7 +101,7 @@ def test_anonymous_people_are_sent_to_the_login_page_from_every_board_url(client
 def test_a_viewer_reads_every_board_page(viewer_client, scenery):
     posts = {"move", "launch", "cancel", "landing-retry", "merge", "retry", "sync", "teardown"}
     posts |= {"stop", "ack", "new", "import", "add", "answer", "set", "delete"}
-    posts |= {"review", "reply", "resolve"}
+    posts |= {"review", "reply", "resolve", "approve", "request-changes"}
     # a diff's file takes ?path= and needs git (tests/board/test_diff.py); a leg's diff redirects
     for url in board_urls(scenery):
         if url.rstrip("/").rsplit("/", 1)[-1] in posts or url.endswith("/diff/file/"):
