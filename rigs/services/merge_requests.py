@@ -224,7 +224,12 @@ def merge_request_review_record(
     commit, the request is queued for gating. Changes requested: the request is cancelled and
     its rig goes back to work (the caller tells the agent why). ``commit`` must be the request's
     source commit now (the diff the reviewer saw): else 409 `stale_commit`."""
-    locked = MergeRequest.objects.select_for_update().select_related("rig").get(pk=merge_request.pk)
+    # (the rig is a nullable join: PostgreSQL locks the request's row only, `of=("self",)`)
+    locked = (
+        MergeRequest.objects.select_for_update(of=("self",))
+        .select_related("rig")
+        .get(pk=merge_request.pk)
+    )
     waiting = (MergeRequest.State.AWAITING_REVIEW,)
     if verdict == MergeApproval.Verdict.CHANGES_REQUESTED:
         waiting += (MergeRequest.State.QUEUED,)
