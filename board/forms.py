@@ -66,7 +66,7 @@ class BudgetField(forms.Field):
         if not text:
             return None
         try:
-            amount = Decimal(text) if re.fullmatch(r"[0-9]*\.?[0-9]*", text) else None
+            amount = Decimal(text) if re.fullmatch(r"-?[0-9]*\.?[0-9]*", text) else None
         except InvalidOperation:
             amount = None
         if amount is None or not amount.is_finite():
