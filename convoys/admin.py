@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.db.models import Count, Q
 
 from common.admin import run_service_action
+from common.forms import AsciiNumbers
 from convoys import services
 from convoys.models import (
     Bead,
@@ -27,8 +28,15 @@ class LegInline(admin.TabularInline):
     show_change_link = True
 
 
+class ConvoyAdminForm(AsciiNumbers, forms.ModelForm):
+    class Meta:
+        model = Convoy
+        fields = "__all__"  # noqa: DJ007 (the admin picks the fields shown)
+
+
 @admin.register(Convoy)
 class ConvoyAdmin(admin.ModelAdmin):
+    form = ConvoyAdminForm
     list_display = ["title", "slug", "repository", "state", "progress", "created_at", "updated_at"]
     list_filter = ["state", "repository"]
     list_select_related = ["repository"]

@@ -1,7 +1,9 @@
 """Convoys and their legs, beads and their dependencies."""
 
+from decimal import Decimal
+
 from django.conf import settings
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -46,7 +48,13 @@ class Convoy(models.Model):
     use_integration_branch = models.BooleanField(
         default=False, help_text="Legs merge into convoy/<slug>; the convoy lands as one merge."
     )
-    budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    budget_usd = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0), "a budget cannot be negative.")],
+    )
     review_required = models.PositiveSmallIntegerField(
         default=0,
         validators=[MaxValueValidator(10)],

@@ -11,6 +11,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.api import InputSerializer
 from common.params import id_or_none
 from convoys.models import Bead, BeadDependency, Convoy
 from convoys.validators import ACCEPTANCE_ITEM_MAX, ACCEPTANCE_MAX_ITEMS
@@ -156,7 +157,7 @@ class BeadDetailSerializer(BeadSerializer):
         read_only_fields = fields
 
 
-class BeadCreateSerializer(serializers.Serializer):
+class BeadCreateSerializer(InputSerializer):
     title = serializers.CharField(max_length=300)
     rig = id_field(required=False, allow_null=True, help_text="the rig it belongs to")
     leg = id_field(required=False, allow_null=True)
@@ -182,7 +183,7 @@ class BeadCreateSerializer(serializers.Serializer):
     )
 
 
-class BeadUpdateSerializer(serializers.Serializer):
+class BeadUpdateSerializer(InputSerializer):
     """PATCH: the fields a bead's owner may edit. A status change goes through the bead's state
     machine (closing dispatches the work it unblocks); `in_progress` is reached by claiming."""
 
@@ -212,7 +213,7 @@ class BeadUpdateSerializer(serializers.Serializer):
     )
 
 
-class BeadClaimSerializer(serializers.Serializer):
+class BeadClaimSerializer(InputSerializer):
     agent = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -221,7 +222,7 @@ class BeadClaimSerializer(serializers.Serializer):
     )
 
 
-class BeadCloseSerializer(serializers.Serializer):
+class BeadCloseSerializer(InputSerializer):
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=REASON_MAX
     )
@@ -232,7 +233,7 @@ class BeadCloseResultSerializer(serializers.Serializer):
     unblocked = BeadSerializer(many=True, help_text="beads this close made ready")
 
 
-class DependencyCreateSerializer(serializers.Serializer):
+class DependencyCreateSerializer(InputSerializer):
     depends_on = BeadRefField(help_text="this bead depends on that one")
     type = serializers.ChoiceField(
         choices=BeadDependency.Type.choices, required=False, default="blocks"
@@ -258,7 +259,7 @@ class DependencyRemoveResultSerializer(serializers.Serializer):
 # --- convoys ------------------------------------------------------------------------------------
 
 
-class LegInputSerializer(serializers.Serializer):
+class LegInputSerializer(InputSerializer):
     key = serializers.CharField(max_length=63, help_text="names the leg inside its convoy")
     title = serializers.CharField(max_length=200)
     description = text_field(help_text="the leg's brief: what to build, for its agent")
@@ -290,7 +291,7 @@ class LegInputSerializer(serializers.Serializer):
     )
 
 
-class ConvoyCreateSerializer(serializers.Serializer):
+class ConvoyCreateSerializer(InputSerializer):
     title = serializers.CharField(max_length=200)
     description = text_field(default="")
     repository = id_field()
@@ -319,7 +320,7 @@ class ConvoyCreateSerializer(serializers.Serializer):
     legs = LegInputSerializer(many=True, max_length=200)
 
 
-class ConvoyCancelSerializer(serializers.Serializer):
+class ConvoyCancelSerializer(InputSerializer):
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=REASON_MAX
     )
@@ -446,7 +447,7 @@ class PlanTextField(serializers.CharField):
         ]
 
 
-class ConvoyImportSerializer(serializers.Serializer):
+class ConvoyImportSerializer(InputSerializer):
     repository = id_field()
     plan = PlanTextField(
         allow_blank=True,
@@ -606,7 +607,7 @@ def message_text(**kwargs) -> serializers.CharField:
     return TextOnlyField(max_length=MESSAGE_MAX, **kwargs)
 
 
-class MessageCreateSerializer(serializers.Serializer):
+class MessageCreateSerializer(InputSerializer):
     """Who to tell (exactly one of `to`, `to_rig`, `to_agent`, `to_convoy`; or none with
     `reply_to`: back to the rig that sent that notice) and what."""
 
@@ -640,7 +641,7 @@ class MessageResultSerializer(serializers.Serializer):
     messages = NotificationSerializer(many=True, help_text="one per rig told")
 
 
-class EscalationCreateSerializer(serializers.Serializer):
+class EscalationCreateSerializer(InputSerializer):
     text = message_text(help_text="what you ask a person (at most 4,000 characters)")
     bead = BeadRefField(required=False, allow_null=True, help_text="the bead it is about")
     rig = RefField(
@@ -648,7 +649,7 @@ class EscalationCreateSerializer(serializers.Serializer):
     )
 
 
-class AnswerSerializer(serializers.Serializer):
+class AnswerSerializer(InputSerializer):
     answer = message_text(help_text="the answer; it reaches the agent's inbox as a message")
 
 
@@ -659,7 +660,7 @@ class AnswerResultSerializer(serializers.Serializer):
     )
 
 
-class TurnEndSerializer(serializers.Serializer):
+class TurnEndSerializer(InputSerializer):
     status = serializers.ChoiceField(
         choices=["escalated", "deferred"],
         help_text="escalated: a person must decide; deferred: set aside for now",
@@ -683,7 +684,7 @@ class BeadCommentSerializer(serializers.Serializer):
         return "person" if comment.author_user_id else "gastown"
 
 
-class BeadCommentCreateSerializer(serializers.Serializer):
+class BeadCommentCreateSerializer(InputSerializer):
     text = message_text(help_text="the comment (at most 4,000 characters)")
 
 
@@ -739,7 +740,7 @@ class ReviewCommentSerializer(serializers.Serializer):
     replies = ReviewReplySerializer(many=True, source="replies.all")
 
 
-class ReviewCommentCreateSerializer(serializers.Serializer):
+class ReviewCommentCreateSerializer(InputSerializer):
     rig = serializers.IntegerField(min_value=1, help_text="the rig whose change it is about")
     text = message_text(help_text="the comment (at most 4,000 characters)")
     path = serializers.CharField(
@@ -757,11 +758,11 @@ class ReviewCommentCreateSerializer(serializers.Serializer):
     merge_request = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
 
-class ReviewReplyCreateSerializer(serializers.Serializer):
+class ReviewReplyCreateSerializer(InputSerializer):
     text = message_text(help_text="the answer (at most 4,000 characters)")
 
 
-class ReviewResolveSerializer(serializers.Serializer):
+class ReviewResolveSerializer(InputSerializer):
     commit = serializers.RegexField(
         r"^[0-9a-f]{40}$",
         required=False,

@@ -286,6 +286,7 @@ REST_FRAMEWORK = {
         "common.filters.Ordering",
     ],
     "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "common.negotiation.ContentNegotiation",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rigs.auth.TokenRateThrottle"],
     # Per token (per user for sessions) and per address for anonymous calls. An agent polling

@@ -1,11 +1,13 @@
 from rest_framework import serializers
 
+from common.api import InputSerializer, KnownFields
 from rigs.models import Agent, MergeApproval, MergeRequest, Repository, Rig
+from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
 ADMIN_ONLY = "Admin only (a command the server runs): anyone else setting it gets 403."
 
 
-class RepositorySerializer(serializers.ModelSerializer):
+class RepositorySerializer(KnownFields, serializers.ModelSerializer):
     class Meta:
         model = Repository
         fields = [
@@ -31,7 +33,7 @@ class RepositorySerializer(serializers.ModelSerializer):
         # fields are run (or copied) by the server: only admins may set them
         # (rigs.permissions.command_fields_check; anyone else gets 403 naming the field).
         extra_kwargs = {
-            "name": {"validators": []},
+            "name": {"validators": [validate_slug]},
             "path": {"validators": []},
             **{
                 name: {"help_text": f"{ADMIN_ONLY} {Repository._meta.get_field(name).help_text}"}
@@ -47,7 +49,7 @@ class ChangedFileSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
-class RigSerializer(serializers.ModelSerializer):
+class RigSerializer(KnownFields, serializers.ModelSerializer):
     repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
     agent = serializers.SlugRelatedField(
         slug_field="name", read_only=True, allow_null=True, help_text="the agent's name"
@@ -104,20 +106,32 @@ class RigSerializer(serializers.ModelSerializer):
         ]
 
 
-class RigCreateSerializer(serializers.Serializer):
-    slug = serializers.CharField(max_length=63)
+def _branch_or_blank(value: str) -> None:
+    if value:
+        validate_branch_name(value)
+
+
+class RigCreateSerializer(InputSerializer):
+    # (the service checks these again; here they are named with the other fields' problems)
+    slug = serializers.CharField(max_length=63, validators=[validate_slug])
     repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
     agent = serializers.CharField(
         required=False, allow_blank=True, help_text="Agent name (defaults to the caller)."
     )
-    scope = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-    watch = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    scope = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, validators=[validate_globs]
+    )
+    watch = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, validators=[validate_globs]
+    )
     sparse = serializers.BooleanField(required=False, default=False)
-    base_ref = serializers.CharField(required=False, allow_blank=True, default="")
+    base_ref = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[_branch_or_blank]
+    )
     role = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-class TeardownSerializer(serializers.Serializer):
+class TeardownSerializer(InputSerializer):
     force = serializers.BooleanField(required=False, default=False)
 
 
@@ -165,7 +179,7 @@ class MergeRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MergeRequestReviewSerializer(serializers.Serializer):
+class MergeRequestReviewSerializer(InputSerializer):
     commit = serializers.RegexField(
         r"^[0-9a-f]{40}$", help_text="the source commit the diff showed (its full id)"
     )
@@ -174,7 +188,7 @@ class MergeRequestReviewSerializer(serializers.Serializer):
     )
 
 
-class MergeRequestCreateSerializer(serializers.Serializer):
+class MergeRequestCreateSerializer(InputSerializer):
     priority = serializers.IntegerField(
         required=False, default=2, min_value=0, max_value=4, help_text="0 is most urgent."
     )

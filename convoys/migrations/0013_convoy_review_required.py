@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('convoys', '0011_review_comments'),
+        ('convoys', '0012_review_comments'),
     ]
 
     operations = [

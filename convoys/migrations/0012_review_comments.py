@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('convoys', '0010_bead_claim_leases'),
+        ('convoys', '0011_budget_non_negative_validators'),
         ('rigs', '0006_merge_request_forced'),
     ]
 
