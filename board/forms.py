@@ -18,7 +18,7 @@ from board.pages import BoardFilters, FeedFilters
 from common.forms import AsciiNumbers
 from common.params import MAX_ID, parse_id
 from notifications.models import Notification
-from rigs.models import Repository
+from rigs.models import MergeRequest, Repository
 from rigs.services import repository_name_from_path
 from runner.models import Budget
 
@@ -402,3 +402,42 @@ class BudgetSetForm(AsciiNumbers, forms.Form):
     def add_service_errors(self, exc: ValidationError) -> None:
         for name, messages in exc.message_dict.items():
             self.add_error(name if name in self.fields else None, " ".join(messages))
+
+
+# --- review: the diff view ---------------------------------------------------------------------
+
+
+class DiffFileForm(forms.Form):
+    """Which file of a change to show (`?path=`), how (`view=unified|split`), and a large one
+    in full (`full=1`)."""
+
+    path = forms.CharField(max_length=1024, strip=False)
+    view = forms.ChoiceField(choices=[("unified", "unified"), ("split", "split")], required=False)
+    full = forms.BooleanField(required=False)
+
+
+class ReviewCommentForm(forms.Form):
+    """A comment on a line of a rig's change (or on the whole change: no path). The service
+    checks the rest (a line needs a path, a path needs the commit)."""
+
+    text = forms.CharField(max_length=4000, strip=True, widget=forms.Textarea(attrs={"rows": 3}))
+    path = forms.CharField(max_length=1024, required=False, strip=False)
+    line = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    side = forms.ChoiceField(choices=[("new", "new"), ("old", "old")], required=False)
+    commit = forms.RegexField(r"^[0-9a-f]{40}$", required=False)
+    base_commit = forms.RegexField(r"^[0-9a-f]{40}$", required=False)
+    excerpt = forms.CharField(max_length=2000, required=False, strip=False)
+    merge_request = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+
+    def __init__(self, *args: Any, rig=None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rig = rig
+
+    def clean_merge_request(self):
+        pk = self.cleaned_data.get("merge_request")
+        if pk is None:
+            return None
+        mr = MergeRequest.objects.filter(pk=pk, rig=self.rig).first()
+        if mr is None:
+            raise ValidationError(f"merge request #{pk} is not one of this rig's.")
+        return mr

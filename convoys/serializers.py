@@ -309,6 +309,14 @@ class ConvoyCreateSerializer(InputSerializer):
         default=None,
         help_text="Agent spend limit in dollars: no new agent runs once it is reached.",
     )
+    review_required = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=10,
+        help_text="Approvals its legs' merge requests need before they are gated (the larger "
+        "of this and the repository's).",
+    )
     legs = LegInputSerializer(many=True, max_length=200)
 
 
@@ -365,6 +373,7 @@ class ConvoySerializer(serializers.ModelSerializer):
             "budget_usd",
             "spent_usd",
             "budget_reached",
+            "review_required",
             "created_at",
             "launched_at",
             "landed_at",
@@ -699,3 +708,64 @@ class BlockedBeadSerializer(BeadSerializer):
     class Meta(BeadSerializer.Meta):
         fields = [*BeadSerializer.Meta.fields, "reasons", "blocked_by"]
         read_only_fields = fields
+
+
+class ReviewReplySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.CharField(help_text="the person's or the agent's name")
+    by_agent = serializers.BooleanField()
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ReviewCommentSerializer(serializers.Serializer):
+    """A review comment with its thread of answers, oldest first."""
+
+    id = serializers.IntegerField()
+    rig = serializers.IntegerField(source="rig_id")
+    merge_request = serializers.IntegerField(source="merge_request_id", allow_null=True)
+    author = serializers.CharField()
+    path = serializers.CharField(help_text="the file; empty for a comment on the whole change")
+    line = serializers.IntegerField(allow_null=True)
+    side = serializers.CharField(help_text="new: a line of the head; old: a deleted line")
+    commit = serializers.CharField(help_text="the head commit of the diff it was made on")
+    base_commit = serializers.CharField()
+    excerpt = serializers.CharField(help_text="the line's text when the comment was made")
+    text = serializers.CharField()
+    state = serializers.ChoiceField(choices=["open", "resolved"])
+    resolved_by = serializers.CharField()
+    resolved_commit = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    replies = ReviewReplySerializer(many=True, source="replies.all")
+
+
+class ReviewCommentCreateSerializer(InputSerializer):
+    rig = serializers.IntegerField(min_value=1, help_text="the rig whose change it is about")
+    text = message_text(help_text="the comment (at most 4,000 characters)")
+    path = serializers.CharField(
+        required=False, allow_blank=True, max_length=1024, help_text="empty: the whole change"
+    )
+    line = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    side = serializers.ChoiceField(choices=["new", "old"], required=False, default="new")
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$", required=False, allow_blank=True, help_text="the diff's head commit"
+    )
+    base_commit = serializers.RegexField(r"^[0-9a-f]{40}$", required=False, allow_blank=True)
+    excerpt = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, trim_whitespace=False
+    )
+    merge_request = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class ReviewReplyCreateSerializer(InputSerializer):
+    text = message_text(help_text="the answer (at most 4,000 characters)")
+
+
+class ReviewResolveSerializer(InputSerializer):
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$",
+        required=False,
+        allow_blank=True,
+        help_text="the commit that addressed it (full id)",
+    )

@@ -311,7 +311,7 @@ class MergeRequestListView(generics.ListAPIView):
 
     serializer_class = MergeRequestSerializer
     filterset_class = MergeRequestFilter
-    queryset = MergeRequest.objects.order_by("-created_at", "-id")
+    queryset = MergeRequest.objects.prefetch_related("approvals").order_by("-created_at", "-id")
     search_fields = ["source_branch", "target_branch", "rig__slug"]
     ordering_fields = ["created_at", "priority", "state", "started_at", "finished_at"]
 
@@ -321,7 +321,7 @@ class MergeRequestDetailView(generics.RetrieveAPIView):
     """A merge request: its state, commits, conflicts and the tail of its gate's log."""
 
     serializer_class = MergeRequestSerializer
-    queryset = MergeRequest.objects.all()
+    queryset = MergeRequest.objects.prefetch_related("approvals")
 
 
 # --- the CLI --------------------------------------------------------------------------------------

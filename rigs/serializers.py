@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from common.api import InputSerializer, KnownFields
-from rigs.models import Agent, MergeRequest, Repository, Rig
+from rigs.models import Agent, MergeApproval, MergeRequest, Repository, Rig
 from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
 ADMIN_ONLY = "Admin only (a command the server runs): anyone else setting it gets 403."
@@ -24,6 +24,7 @@ class RepositorySerializer(KnownFields, serializers.ModelSerializer):
             "merge_strategy",
             "batch_size",
             "auto_rebase",
+            "review_required",
             "created_at",
             "updated_at",
         ]
@@ -134,7 +135,18 @@ class TeardownSerializer(InputSerializer):
     force = serializers.BooleanField(required=False, default=False)
 
 
+class MergeApprovalSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MergeApproval
+        fields = ["id", "commit", "verdict", "by", "note", "created_at"]
+        read_only_fields = fields
+
+
 class MergeRequestSerializer(serializers.ModelSerializer):
+    approvals = MergeApprovalSerializer(
+        many=True, read_only=True, help_text="the review audit trail: who approved which commit"
+    )
+
     class Meta:
         model = MergeRequest
         fields = [
@@ -157,12 +169,23 @@ class MergeRequestSerializer(serializers.ModelSerializer):
             "reason",
             "requested_by",
             "forced",
+            "reviews_required",
+            "approvals",
             "created_at",
             "started_at",
             "finished_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class MergeRequestReviewSerializer(InputSerializer):
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$", help_text="the source commit the diff showed (its full id)"
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, max_length=4000, help_text="what to change, or a remark"
+    )
 
 
 class MergeRequestCreateSerializer(InputSerializer):
