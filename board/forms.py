@@ -416,7 +416,7 @@ class DiffFileForm(forms.Form):
     full = forms.BooleanField(required=False)
 
 
-class ReviewCommentForm(forms.Form):
+class ReviewCommentForm(AsciiNumbers, forms.Form):
     """A comment on a line of a rig's change (or on the whole change: no path). The service
     checks the rest (a line needs a path, a path needs the commit)."""
 

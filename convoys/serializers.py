@@ -746,7 +746,9 @@ class ReviewCommentCreateSerializer(InputSerializer):
     path = serializers.CharField(
         required=False, allow_blank=True, max_length=1024, help_text="empty: the whole change"
     )
-    line = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    line = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10_000_000
+    )
     side = serializers.ChoiceField(choices=["new", "old"], required=False, default="new")
     commit = serializers.RegexField(
         r"^[0-9a-f]{40}$", required=False, allow_blank=True, help_text="the diff's head commit"

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import FieldErrors
-from common.filters import list_param
+from common.filters import list_param, query_check
 from common.params import optional_id
 from convoys.api.base import body, get_object
 from convoys.models import ReviewComment
@@ -94,6 +94,7 @@ class ReviewCommentListView(generics.ListAPIView):
         state = params.get("state", "").strip()
         if state and state not in STATES:
             errors.add(ValidationError({"state": f"'{state}' is not one of {', '.join(STATES)}."}))
+        errors.check(partial(query_check, self.request, ReviewComment.objects.none(), self))
         errors.raise_any()
         qs = _threads()
         agent = calling_agent(self.request)

@@ -128,7 +128,12 @@ def review_comment_add(
         errors["path"] = "a path (text), or empty for the whole change."
         path = ""
     path = path.strip()
-    if len(path) > PATH_MAX or "\x00" in path or path.startswith("/"):
+    if (
+        len(path) > PATH_MAX
+        or "\x00" in path
+        or path.startswith("/")
+        or ".." in path.split("/")  # (a path in the repository never climbs out of it)
+    ):
         errors["path"] = f"a repository-relative path of at most {PATH_MAX} characters."
     if side not in ReviewComment.Side.values:
         errors["side"] = "'new' (a line of the change's head) or 'old' (a deleted line)."

@@ -150,3 +150,17 @@ def test_the_briefing_lists_open_review_comments(setup, operator):
     assert "gt review resolve ID" in text
     ReviewComment.objects.update(state="resolved")
     assert "Open review comments" not in prime_text(rig.agent)
+
+
+def test_outside_testers_inputs_are_refused(setup, operator):
+    """A path that climbs out, a line past any file, digits other than 0-9, a stray query
+    parameter beside a bad one: each a 400 naming its field."""
+    rig, _, _ = setup
+    climbing = comment_on(operator, rig, path="../../../etc/passwd")
+    assert climbing.status_code == 400 and error_of(climbing)["field"] == "path"
+    huge = comment_on(operator, rig, line=10**30)
+    assert huge.status_code == 400 and error_of(huge)["field"] == "line"
+    foreign = comment_on(operator, rig, line="\u0663")
+    assert foreign.status_code == 400 and error_of(foreign)["field"] == "line"
+    both = operator.get("/api/v1/review-comments/", {"rig": "abc", "foo": "1"})
+    assert {e["field"] for e in error_of(both)["errors"]} == {"rig", "foo"}

@@ -175,6 +175,7 @@ def test_a_merge_request_waits_for_an_approval_on_the_diff_page(
     page.screenshot(path=str(ARTIFACTS / "review-awaiting-1440.png"), full_page=True)
     page.click("#approve")
     page.wait_for_selector(".toast-success:has-text('queued for gating')")
+    assert page.query_selector("#approve") is None  # the page shows the request as it is now
     mr.refresh_from_db()
     assert mr.state == MergeRequest.State.QUEUED
     merge_queue.merge_queue_process(repository.id, "main")
