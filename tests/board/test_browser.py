@@ -178,7 +178,8 @@ def test_operator_and_viewer_conduct_a_convoy_live(
     page.keyboard.press("Enter")
     page.locator(f'#convoy-{spare.id} button[value="cancelled"]').focus()
     page.keyboard.press("Enter")  # (the confirmation dialog is accepted)
-    expect(page.locator(f"#convoy-{spare.id}")).to_have_count(0)  # cancelled ones are hidden
+    # cancelled ones are hidden (a POST, then the board's refresh: slow when CI's suites overlap)
+    expect(page.locator(f"#convoy-{spare.id}")).to_have_count(0, timeout=15_000)
     spare.refresh_from_db()
     assert spare.state == Convoy.State.CANCELLED
 
