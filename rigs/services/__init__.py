@@ -36,6 +36,7 @@ from rigs.services.merge_requests import (
     merge_request_prioritize,
     merge_request_transition,
     merge_requests_landed,
+    merge_requests_publishing,
 )
 from rigs.services.repositories import (
     REPOSITORY_EDITABLE,
@@ -83,6 +84,7 @@ __all__ = [
     "merge_request_prioritize",
     "merge_request_transition",
     "merge_requests_landed",
+    "merge_requests_publishing",
     "repository_location_validate",
     "repository_name_from_path",
     "repository_register",

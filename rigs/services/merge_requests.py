@@ -153,6 +153,20 @@ def merge_request_finish(
 
 
 @transaction.atomic
+def merge_requests_publishing(*, commits: dict[int, dict[str, Any]]) -> int:
+    """What the merge queue is about to publish, written before it moves the target: each
+    request's `merge_commit`, `target_commit` and gate result, the state unchanged (checking or
+    testing; no event: nothing happened yet that a client sees). A worker killed after the move
+    leaves this for `QueueRun.recover` to record as the landing it was. Returns rows written."""
+    written = 0
+    for merge_request_id, fields in commits.items():
+        written += MergeRequest.objects.filter(
+            pk=merge_request_id, state__in=(MergeRequest.State.CHECKING, MergeRequest.State.TESTING)
+        ).update(**fields, updated_at=timezone.now())
+    return written
+
+
+@transaction.atomic
 def merge_requests_landed(
     *,
     merge_requests: list[MergeRequest],
