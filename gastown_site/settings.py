@@ -223,6 +223,7 @@ CELERY_BEAT_SCHEDULE = {
     "mark-stalled-rigs": {"task": "rigs.tasks.rigs_mark_stalled", "schedule": 30.0},
     "reconcile": {"task": "rigs.tasks.reconcile", "schedule": 600.0},
     "merge-queues": {"task": "rigs.tasks.merge_queues_kick", "schedule": 30.0},
+    "provisions": {"task": "rigs.tasks.rig_provisions_kick", "schedule": 60.0},
     "supervise-agent-runs": {"task": "runner.tasks.agent_runs_supervise", "schedule": 10.0},
     "prune-run-logs": {"task": "runner.tasks.agent_run_logs_prune", "schedule": 3600.0},
     "expire-claim-leases": {"task": "convoys.tasks.bead_leases_expire", "schedule": 30.0},
