@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "convoys",
     "cascades",
     "runner",
+    "audit",
     "backups",
     "demo",
     "board",
