@@ -405,6 +405,9 @@ GASTOWN_WORKTREE_ROOT = DATA_DIR / "worktrees"
 GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SECONDS", "300"))
 # A claim on a bead is a lease: renewed by the holder's heartbeats (and its run's output), it
 # lapses after this long without one and the bead is open again (convoys/services/leases.py).
+# A rig requested or provisioning whose row has not moved for this long is provisioned again
+# (rigs.tasks.rig_provisions_kick): its task was lost with a killed worker or a broker restart.
+GASTOWN_PROVISION_STALE_SECONDS = float(os.environ.get("GASTOWN_PROVISION_STALE_SECONDS", "60"))
 GASTOWN_CLAIM_LEASE_SECONDS = int(os.environ.get("GASTOWN_CLAIM_LEASE_SECONDS", "600"))
 if GASTOWN_CLAIM_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("GASTOWN_CLAIM_LEASE_SECONDS must be at least 1 (seconds).")

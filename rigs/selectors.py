@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -151,9 +152,6 @@ def rig_dirty(rig: Rig) -> RigDirty:
     return RigDirty(dirty, timezone.now(), True)
 
 
-PROVISION_STRANDED_SECONDS = 60
-
-
 def rigs_provision_stranded(
     *, now: datetime | None = None, seconds: float | None = None
 ) -> list[int]:
@@ -162,7 +160,9 @@ def rigs_provision_stranded(
     unacknowledged, which Redis hands out again only after its visibility timeout). Provisioning
     them again is safe: a worker still at it holds the rig's lock and the new task skips."""
     now = now or timezone.now()
-    limit = now - timedelta(seconds=PROVISION_STRANDED_SECONDS if seconds is None else seconds)
+    if seconds is None:
+        seconds = settings.GASTOWN_PROVISION_STALE_SECONDS
+    limit = now - timedelta(seconds=seconds)
     return list(
         Rig.objects.filter(
             state__in=(Rig.State.REQUESTED, Rig.State.PROVISIONING), updated_at__lt=limit

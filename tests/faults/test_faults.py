@@ -1,0 +1,162 @@
+"""The fault campaign (issue 18 §2): a real Celery worker is stopped at a named point
+(`common.faults`, GASTOWN_FAULT_PAUSE) and SIGKILLed there; the system recovers on its own (a
+new worker, and the periodic task the scheduler would send next: `merge_queues_kick`,
+`rig_provisions_kick`) and then the audit is clean: nothing lost, nothing published twice.
+
+One run of each point here (docs/reliability.md has the table): the suite runs the two rows
+that found bugs, GASTOWN_FAULTS=1 all of them; `bench/faults.py` repeats them. Runs on SQLite
+(a file the worker shares) and on PostgreSQL."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from audit.checks import audit_run
+from notifications.models import Notification
+from rigs import operations, services, tasks
+from rigs.models import MergeRequest, Rig
+from tests.conftest import git as run_git
+from tests.conftest import worker_process
+from tests.rigs.helpers import commit_file, register, wait_for, wait_state
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+S = MergeRequest.State
+# The suite runs the rows that found bugs (about 6 s each); the others with GASTOWN_FAULTS=1
+# (or bench/faults.py, which repeats every row).
+campaign = pytest.mark.skipif(
+    not os.environ.get("GASTOWN_FAULTS"), reason="the whole campaign: GASTOWN_FAULTS=1"
+)
+
+
+@pytest.fixture
+def fault_dir(tmp_path) -> Path:
+    path = tmp_path / "faults"
+    path.mkdir()
+    return path
+
+
+def armed(point: str, fault_dir: Path, **env: str):
+    """A worker that stops at `point` (once) until it is killed."""
+    return worker_process(
+        env={"GASTOWN_FAULT_PAUSE": point, "GASTOWN_FAULT_DIR": str(fault_dir), **env}
+    )
+
+
+def recovering():
+    """The worker that replaces a killed one (what a service manager restarts), with what was
+    queued left in the queue, and the stale-provision age at zero (the kick's minute, skipped)."""
+    return worker_process(env={"GASTOWN_PROVISION_STALE_SECONDS": "0"}, purge=False)
+
+
+def kill_at(app, fault_dir: Path, point: str, whole: bool = True) -> int:
+    """Wait for the worker to reach `point`, then SIGKILL it: the whole worker (its main process
+    and pool, as the OOM killer or a power cut would) or only the pool process stopped there."""
+    marker = fault_dir / point
+    wait_for(marker.exists, timeout=60, message=f"the worker to reach {point}")
+    pid = int(wait_for(lambda: marker.read_text().strip(), timeout=5))
+    if whole:
+        os.killpg(app.worker_process.pid, signal.SIGKILL)
+        app.worker_process.wait()
+    else:
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def assert_audit_clean() -> None:
+    report = audit_run()
+    assert report.clean, report.text()
+
+
+def ready_rig(repository, slug: str) -> Rig:
+    with transaction.atomic():
+        rig = services.rig_request(repository=repository, slug=slug)
+    operations.rig_provision_run(rig.id)
+    rig.refresh_from_db()
+    assert rig.state == Rig.State.READY, rig.failure_reason
+    return rig
+
+
+def rig_with_work(repository, slug: str) -> Rig:
+    rig = ready_rig(repository, slug)
+    commit_file(Path(rig.worktree_path), f"{slug}.txt", f"{slug}\n", f"{slug}: work")
+    operations.rig_sync_run(rig.id)
+    rig.refresh_from_db()
+    return rig
+
+
+def ask_merge(rig: Rig) -> MergeRequest:
+    with transaction.atomic():  # enqueues merge_queue_process on commit
+        return services.merge_request_create(
+            repository=rig.repository, source_branch=rig.branch, target_branch="main", rig=rig
+        )
+
+
+def test_worker_killed_during_worktree_add(git_repo, fault_dir):
+    repository = register(git_repo)
+    with armed("worktree.add", fault_dir) as app:
+        with transaction.atomic():  # enqueues rig_provision on commit
+            rig = services.rig_request(repository=repository, slug="api")
+        kill_at(app, fault_dir, "worktree.add")
+    rig.refresh_from_db()
+    assert rig.state == Rig.State.PROVISIONING  # the worktree is there, the row is not done
+    with recovering():
+        tasks.rig_provisions_kick.delay()  # the scheduler's next tick
+        wait_state(rig, Rig.State.READY, Rig.State.FAILED, timeout=60)
+    assert rig.state == Rig.State.READY, rig.failure_reason
+    assert (Path(rig.worktree_path) / "README.md").is_file()
+    assert_audit_clean()
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param("merge.before_update_ref", marks=campaign),
+        "merge.after_update_ref",
+        pytest.param("gate.running", marks=campaign),
+    ],
+)
+def test_worker_killed_while_landing(git_repo, fault_dir, point):
+    repository = register(git_repo, gate_command="test -f api.txt", batch_size=2)
+    api, docs = rig_with_work(repository, "api"), rig_with_work(repository, "docs")
+    before = run_git(git_repo, "rev-parse", "main")
+    with armed(point, fault_dir) as app:
+        mrs = [ask_merge(api), ask_merge(docs)]
+        kill_at(app, fault_dir, point)
+    moved = run_git(git_repo, "rev-parse", "main") != before
+    assert moved == (point == "merge.after_update_ref")
+    with recovering():
+        tasks.merge_queues_kick.delay()  # the scheduler's next tick
+        for mr in mrs:
+            wait_state(mr, S.MERGED, S.FAILED, S.CONFLICTED, timeout=90)
+    assert {mr.state for mr in mrs} == {S.MERGED}, [mr.reason for mr in mrs]
+    subjects = run_git(git_repo, "log", "--format=%s", "main").splitlines()
+    for rig in (api, docs):
+        assert sum(s.startswith(f"Merge {rig.branch} ") for s in subjects) == 1  # once each
+    assert all(mr.gate_exit_code == 0 for mr in mrs)
+    assert_audit_clean()
+
+
+@campaign
+def test_worker_process_killed_during_a_cascade(git_repo, fault_dir):
+    """Only the pool process stopped in the cascade is killed (the OOM killer's way): Celery
+    hands its task out again at once (acks_late, reject on worker lost) and the notices come."""
+    repository = register(git_repo)
+    api, ui = rig_with_work(repository, "api"), rig_with_work(repository, "ui")
+    commit_file(Path(api.worktree_path), "ui.txt", "api's take on ui\n", "api: ui too")
+    operations.rig_sync_run(api.id)
+    with armed("cascade.reading", fault_dir) as app:
+        mr = ask_merge(api)
+        kill_at(app, fault_dir, "cascade.reading", whole=False)
+        wait_state(mr, S.MERGED, timeout=60)
+        wait_for(
+            lambda: Notification.objects.filter(rig=ui).exists(),
+            timeout=60,
+            message="the cascade's notice to ui",
+        )
+        time.sleep(0.5)  # (let the redelivered task finish its transaction)
+    assert Notification.objects.filter(rig=ui).count() == 1  # told once
+    assert_audit_clean()
