@@ -7,8 +7,11 @@ One run of each point here (docs/reliability.md has the table): the suite runs t
 that found bugs, GASTOWN_FAULTS=1 all of them; `bench/faults.py` repeats them. Runs on SQLite
 (a file the worker shares) and on PostgreSQL."""
 
+import contextlib
 import os
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,8 +22,8 @@ from audit.checks import audit_run
 from notifications.models import Notification
 from rigs import operations, services, tasks
 from rigs.models import MergeRequest, Rig
+from tests.conftest import free_port, worker_process
 from tests.conftest import git as run_git
-from tests.conftest import worker_process
 from tests.rigs.helpers import commit_file, register, wait_for, wait_state
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -160,3 +163,99 @@ def test_worker_process_killed_during_a_cascade(git_repo, fault_dir):
         time.sleep(0.5)  # (let the redelivered task finish its transaction)
     assert Notification.objects.filter(rig=ui).count() == 1  # told once
     assert_audit_clean()
+
+
+# --- Redis killed and started again --------------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server this test starts (never the machine's), without persistence: killing it
+    loses every queued message, the harsher of the two ways a Redis comes back."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: _answers(self.port), timeout=10, message="redis-server to start")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def broker(url: str):
+    """Point this process's Celery app (what services enqueue with) at `url`."""
+    from gastown_site.celery import app
+
+    def reset():  # (the pools stay open in kombu's registry: closing one would break it)
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = app.conf.CELERY_BROKER_URL  # (the namespaced key the settings set wins)
+    reset()
+    app.conf.CELERY_BROKER_URL = url
+    try:
+        yield app
+    finally:
+        reset()
+        app.conf.CELERY_BROKER_URL = saved
+
+
+@campaign
+def test_redis_killed_with_a_task_in_flight_and_one_asked_meanwhile(git_repo, fault_dir, tmp_path):
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    repository = register(git_repo, gate_command="test -f api.txt")
+    api = rig_with_work(repository, "api")
+    env = {
+        "REDIS_URL": redis.url,
+        "GASTOWN_FAULT_PAUSE": "gate.running",
+        "GASTOWN_FAULT_DIR": str(fault_dir),
+        "GASTOWN_FAULT_PAUSE_SECONDS": "3",
+        "GASTOWN_PROVISION_STALE_SECONDS": "0",
+    }
+    try:
+        with broker(redis.url), worker_process(env=env):
+            mr = ask_merge(api)  # in flight: the worker stops in its gate
+            wait_for((fault_dir / "gate.running").exists, timeout=60)
+            redis.kill()
+            with transaction.atomic():  # asked while Redis is down: the row is what counts
+                ui = services.rig_request(repository=repository, slug="ui")
+            redis.start()  # empty: every queued message is gone
+            wait_state(mr, S.MERGED, S.FAILED, timeout=60)  # the gate resumes and lands
+            tasks.rig_provisions_kick.delay()  # the scheduler's next tick
+            wait_state(ui, Rig.State.READY, Rig.State.FAILED, timeout=60)
+    finally:
+        redis.kill()
+    assert mr.state == S.MERGED, mr.reason
+    assert ui.state == Rig.State.READY, ui.failure_reason
+    assert_audit_clean()
+
+
+def test_a_change_asked_while_redis_is_down_is_stored_and_answered(git_repo, caplog):
+    """Enqueuing after commit with no broker used to raise out of the request (a 500 for a
+    change that was stored): now it is logged, and the kicks find the row (test above)."""
+    repository = register(git_repo)
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    with broker(nobody), transaction.atomic():
+        rig = services.rig_request(repository=repository, slug="api")
+    assert Rig.objects.get(pk=rig.pk).state == Rig.State.REQUESTED
+    assert "could not enqueue rigs.tasks.rig_provision" in caplog.text
