@@ -17,6 +17,7 @@ POINTS = {
     "worktree.add": "a rig's `git worktree add` ran, under the repository lock, before setup",
     "merge.before_update_ref": "a merge candidate was built and gated, before `update-ref`",
     "merge.after_update_ref": "the target moved (`update-ref`), before the database records it",
+    "landing.recording": "a landing's records are written, its transaction not yet committed",
     "gate.running": "a merge candidate's gate is running in its throwaway worktree",
     "cascade.reading": "a landing's cascade read what changed, before notices are stored",
 }

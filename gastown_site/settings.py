@@ -119,6 +119,7 @@ MIDDLEWARE = [
     "common.middleware.RequestContextMiddleware",
     "common.middleware.RequestMetricsMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
+    "common.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -157,7 +158,12 @@ TEMPLATES = [
 if DATABASE_URL:
     # Under ASGI each request runs in its own thread; persistent per-thread connections pile
     # up until PostgreSQL refuses clients. A small pool per process shares a few instead.
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Health checks: a connection PostgreSQL dropped (a restart, pg_terminate_backend) is
+    # replaced when it is taken (the pool checks it: one round trip), not handed to the next
+    # request or task to fail there; without them the pool failed once per connection it held.
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
+    }
     if not TESTING and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": int(os.environ.get("GASTOWN_DB_POOL_MIN", "2")),

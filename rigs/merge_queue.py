@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -78,9 +78,20 @@ def lease_acquire(repository: Repository, target_branch: str, holder: str, ttl: 
 
 
 def lease_release(repository: Repository, target_branch: str, holder: str) -> None:
-    MergeQueueLease.objects.filter(
+    """Give the lease up. After the database dropped our connection (a failed run's usual
+    cause), once more on a new connection: a live worker's lease is never taken over, so left
+    there it would stall the queue for its whole time to live (a gate's time limit twice)."""
+    lease = MergeQueueLease.objects.filter(
         repository=repository, target_branch=target_branch, holder=holder
-    ).delete()
+    )
+    try:
+        lease.delete()
+    except (OperationalError, InterfaceError):
+        if transaction.get_connection().in_atomic_block:
+            raise
+        logger.warning("merge queue %s: releasing the lease on a new connection", target_branch)
+        transaction.get_connection().close()
+        lease.delete()
 
 
 # --- gates ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import Refusal
+from common.faults import fault_point
 from common.statemachine import StaleState, transition
 from events.services import event_append
 from rigs import signals, tasks
@@ -198,3 +199,4 @@ def merge_requests_landed(
         new_tip=new_tip,
         changed_paths=changed_paths,
     )
+    fault_point("landing.recording")  # (the fault campaign: inside the landing's transaction)

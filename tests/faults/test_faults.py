@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 
 from audit.checks import audit_run
+from events.models import Event
 from notifications.models import Notification
 from rigs import operations, services, tasks
 from rigs.models import MergeRequest, Rig
@@ -259,3 +260,69 @@ def test_a_change_asked_while_redis_is_down_is_stored_and_answered(git_repo, cap
         rig = services.rig_request(repository=repository, slug="api")
     assert Rig.objects.get(pk=rig.pk).state == Rig.State.REQUESTED
     assert "could not enqueue rigs.tasks.rig_provision" in caplog.text
+
+
+# --- PostgreSQL connections terminated -------------------------------------------------------
+
+postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="pg_terminate_backend is PostgreSQL's"
+)
+
+
+def terminate_backends(*, own: bool = False) -> int:
+    """`pg_terminate_backend` on every connection to the test database but the one asking
+    (this process's own too when `own`), from a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            + ("" if own else " AND pid <> %s"),
+            () if own else (connection.connection.info.backend_pid,),
+        ).fetchone()
+    return row[0]
+
+
+@postgres
+def test_the_api_answers_503_when_its_connection_is_terminated():
+    from rest_framework.test import APIClient
+
+    _, token = services.agent_create(name="watcher")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/me/").status_code == 200
+    assert terminate_backends(own=True) >= 1
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response["Retry-After"] == "5"
+    close_old_connections()  # what the server does after each request (the test client not)
+    assert client.get("/api/v1/me/").status_code == 200  # the next request connects again
+
+
+@postgres
+@campaign
+def test_connections_terminated_in_a_landings_transaction(git_repo, fault_dir):
+    """Every app connection is terminated while a worker is inside the transaction that records
+    a landing: it is rolled back whole (nothing half-written), the task fails, and the next tick
+    records the landing from what the queue wrote before publishing."""
+    repository = register(git_repo)
+    api = rig_with_work(repository, "api")
+    env = {
+        "GASTOWN_FAULT_PAUSE": "landing.recording",
+        "GASTOWN_FAULT_DIR": str(fault_dir),
+        "GASTOWN_FAULT_PAUSE_SECONDS": "2",
+    }
+    with worker_process(env=env):
+        mr = ask_merge(api)
+        wait_for((fault_dir / "landing.recording").exists, timeout=60)
+        assert terminate_backends() >= 1
+        time.sleep(3)  # the worker resumes, its commit fails
+        mr.refresh_from_db()
+        assert mr.state == S.CHECKING  # nothing of the landing was written
+        assert not Event.objects.filter(kind="merge_request.state", payload__to="merged").exists()
+        tasks.merge_queues_kick.delay()  # the scheduler's next tick
+        wait_state(mr, S.MERGED, S.FAILED, timeout=60)
+    assert mr.state == S.MERGED and mr.merge_commit == run_git(git_repo, "rev-parse", "main")
+    assert_audit_clean()
