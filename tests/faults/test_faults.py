@@ -75,7 +75,7 @@ def assert_audit_clean() -> None:
     assert report.clean, report.text()
 
 
-def ready_rig(repository, slug: str) -> Rig:
+def provisioned(repository, slug: str) -> Rig:
     with transaction.atomic():
         rig = services.rig_request(repository=repository, slug=slug)
     operations.rig_provision_run(rig.id)
@@ -85,7 +85,7 @@ def ready_rig(repository, slug: str) -> Rig:
 
 
 def rig_with_work(repository, slug: str) -> Rig:
-    rig = ready_rig(repository, slug)
+    rig = provisioned(repository, slug)
     commit_file(Path(rig.worktree_path), f"{slug}.txt", f"{slug}\n", f"{slug}: work")
     operations.rig_sync_run(rig.id)
     rig.refresh_from_db()
@@ -325,4 +325,45 @@ def test_connections_terminated_in_a_landings_transaction(git_repo, fault_dir):
         tasks.merge_queues_kick.delay()  # the scheduler's next tick
         wait_state(mr, S.MERGED, S.FAILED, timeout=60)
     assert mr.state == S.MERGED and mr.merge_commit == run_git(git_repo, "rev-parse", "main")
+    assert_audit_clean()
+
+
+# --- an agent SIGKILLed holding a claim, with uncommitted work ------------------------------
+
+
+@campaign
+@pytest.mark.runner_env(GASTOWN_RUN_MAX_RESTARTS="0")
+def test_agent_killed_holding_a_claim_with_uncommitted_work(ready_rig):
+    """The claim comes back (its run ended: the supervisor returns what the run held) and the
+    work is kept: a forced teardown archives the uncommitted file as a commit."""
+    from convoys import services as convoy_services
+    from convoys.models import Bead
+    from runner import services as runner_services
+    from runner.models import AgentRun
+
+    rig = ready_rig("echo wip > wip.txt; echo started; sleep 300", slug="api")
+    bead = convoy_services.bead_create(title="half a login", rig=rig)
+    run = runner_services.agent_run_request(rig=rig, requested_by="test")
+    wait_state(run, AgentRun.State.RUNNING, timeout=60)
+    wait_for((Path(rig.worktree_path) / "wip.txt").exists, timeout=30)
+    convoy_services.bead_claim(bead=bead, agent=rig.agent)
+    bead.refresh_from_db()
+    assert bead.claimed_by_run_id == run.id
+
+    os.killpg(run.pid, signal.SIGKILL)  # the agent, not its supervisor
+    wait_state(run, AgentRun.State.FAILED, timeout=30)
+    bead.refresh_from_db()
+    assert (bead.status, bead.assignee_id, bead.claimed_by_run_id) == (Bead.Status.OPEN, None, None)
+    assert (Path(rig.worktree_path) / "wip.txt").read_text() == "wip\n"
+    assert_audit_clean()
+
+    with transaction.atomic():
+        services.rig_teardown_request(rig=rig, force=True, requested_by="test")
+    wait_state(rig, Rig.State.ARCHIVED, timeout=60)
+    archived = [
+        ref for ref in run_git(rig.repository.path, "for-each-ref", "--format=%(refname)",
+                               "refs/gastown/archive/").split() if "/api/" in ref
+    ]  # fmt: skip
+    assert len(archived) == 1
+    assert run_git(rig.repository.path, "show", f"{archived[0]}:wip.txt") == "wip"
     assert_audit_clean()
