@@ -327,3 +327,32 @@ def test_a_provision_whose_task_was_lost_is_queued_again(landed, monkeypatch):
     repaired = audit_run(repair=True)
     assert sent == [(rig.id,)]
     assert repaired.violations[0].note == "re-queued: a worker finishes it"
+
+
+def test_a_landing_published_but_not_recorded_is_stranded_not_unrecorded(landed, monkeypatch):
+    """A worker died between `update-ref` and the record: the target's new step is explained by
+    what the queue wrote before publishing; the request is stranded until the queue recovers
+    it, which the repair does (recording the landing as it was)."""
+
+    class Killed(BaseException):
+        pass
+
+    def die(point):
+        if point == "merge.after_update_ref":
+            raise Killed
+
+    wip = landed["rigs"]["wip"]
+    with transaction.atomic():
+        mr = services.merge_request_create(
+            repository=wip.repository, source_branch=wip.branch, target_branch="main", rig=wip
+        )
+    monkeypatch.setattr(merge_queue, "fault_point", die)
+    with pytest.raises(Killed):
+        merge_queue.merge_queue_process(wip.repository_id, "main")
+    monkeypatch.undo()
+    report = audit_run()
+    assert codes(report) == ["merge_request_stranded"]
+    repaired = audit_run(repair=True)
+    assert repaired.clean, repaired.text()
+    mr.refresh_from_db()
+    assert mr.state == S.MERGED and mr.merge_commit == git.resolve_branch(landed["repo"], "main")
