@@ -632,6 +632,18 @@ def _holders_check(report: AuditReport, now) -> None:
         )
     # queues: one live lease each, its holder alive, nothing stranded or left waiting
     leases_now = list(MergeQueueLease.objects.all())
+    active = list(
+        MergeRequest.objects.filter(state__in=MergeRequest.ACTIVE_STATES).only(
+            "id",
+            "repository_id",
+            "target_branch",
+            "state",
+            "claimed_by",
+            "created_at",
+            "updated_at",
+        )
+    )
+    with_work = {(mr.repository_id, mr.target_branch) for mr in active}
     live: dict[tuple[int, str], str] = {}
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for lease in leases_now:
@@ -639,11 +651,12 @@ def _holders_check(report: AuditReport, now) -> None:
         counts[key] += 1
         if lease.expires_at >= now and not merge_queue.holder_dead(lease.holder):
             live[key] = lease.holder
-        elif lease.expires_at >= now:
+        elif lease.expires_at >= now and key in with_work:  # (idle, it blocks nothing)
             report.add(
                 "holders",
                 "queue_lease_dead_holder",
-                f"queue {lease.target_branch} is leased to {lease.holder}, a dead process",
+                f"queue {lease.target_branch} is leased to {lease.holder}, a dead process, "
+                "and has requests waiting",
                 ids={
                     "repository_id": lease.repository_id,
                     "target": lease.target_branch,
@@ -659,17 +672,6 @@ def _holders_check(report: AuditReport, now) -> None:
                 ids={"repository_id": repository_id, "target": target},
                 needs_person="stop the merge workers, delete the leases, start them again",
             )
-    active = list(
-        MergeRequest.objects.filter(state__in=MergeRequest.ACTIVE_STATES).only(
-            "id",
-            "repository_id",
-            "target_branch",
-            "state",
-            "claimed_by",
-            "created_at",
-            "updated_at",
-        )
-    )
     waiting = now - timedelta(seconds=QUEUED_GRACE_SECONDS)
     suspects = []
     for mr in active:

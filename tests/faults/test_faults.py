@@ -22,7 +22,7 @@ from audit.checks import audit_run
 from events.models import Event
 from notifications.models import Notification
 from rigs import operations, services, tasks
-from rigs.models import MergeRequest, Rig
+from rigs.models import MergeQueueLease, MergeRequest, Rig
 from tests.conftest import free_port, worker_process
 from tests.conftest import git as run_git
 from tests.rigs.helpers import commit_file, register, wait_for, wait_state
@@ -136,6 +136,8 @@ def test_worker_killed_while_landing(git_repo, fault_dir, point):
         tasks.merge_queues_kick.delay()  # the scheduler's next tick
         for mr in mrs:
             wait_state(mr, S.MERGED, S.FAILED, S.CONFLICTED, timeout=90)
+        # (the kick's own run may still hold the lease: stopping the worker then would leave it)
+        wait_for(lambda: not MergeQueueLease.objects.exists(), timeout=30)
     assert {mr.state for mr in mrs} == {S.MERGED}, [mr.reason for mr in mrs]
     subjects = run_git(git_repo, "log", "--format=%s", "main").splitlines()
     for rig in (api, docs):
