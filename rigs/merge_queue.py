@@ -22,6 +22,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import Q
 from django.utils import timezone
 
+from common.clock import db_now
 from common.faults import fault_point
 from common.process import pid_alive, private_dir
 from common.statemachine import StaleState
@@ -53,7 +54,7 @@ def holder_dead(holder: str) -> bool:
 def lease_acquire(repository: Repository, target_branch: str, holder: str, ttl: float) -> bool:
     """Take (or renew) the queue's lease if it is free, expired, already ours, or held by a
     dead process of this machine (taken over by compare-and-swap on the dead holder's name)."""
-    now = timezone.now()
+    now = db_now()  # (a worker whose clock jumped must not see a live lease expired)
     expires = now + timedelta(seconds=ttl)
     lease = MergeQueueLease.objects.filter(repository=repository, target_branch=target_branch)
     free = Q(holder=holder) | Q(expires_at__lt=now)

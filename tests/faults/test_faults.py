@@ -369,3 +369,46 @@ def test_agent_killed_holding_a_claim_with_uncommitted_work(ready_rig):
     assert len(archived) == 1
     assert run_git(rig.repository.path, "show", f"{archived[0]}:wip.txt") == "wip"
     assert_audit_clean()
+
+
+# --- the clock jumps --------------------------------------------------------------------------
+
+
+def test_a_worker_whose_clock_jumps_an_hour_ahead_misfires_on_nothing(git_repo, monkeypatch):
+    """The judges of time (stall detection, the claim sweep, the queue's lease, the runs'
+    supervision) read the database's clock: a worker whose own clock is an hour ahead stalls no
+    live rig, lapses no live claim and takes no live lease."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from convoys import services as convoy_services
+    from convoys.models import Bead
+    from convoys.services import leases
+    from rigs import merge_queue
+
+    repository = register(git_repo)
+    agent, _ = services.agent_create(name="alive")
+    with transaction.atomic():
+        rig = services.rig_request(repository=repository, slug="api", agent=agent)
+    operations.rig_provision_run(rig.id)
+    rig.refresh_from_db()
+    services.rig_heartbeat(rig=rig)
+    bead = convoy_services.bead_create(title="live work", rig=rig)
+    convoy_services.bead_claim(bead=bead, agent=agent)
+    MergeQueueLease.objects.create(
+        repository=repository,
+        target_branch="main",
+        holder="elsewhere:1:abc",
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(hours=1))
+
+    assert services.rigs_mark_stalled() == []
+    assert leases.bead_leases_expire() == []
+    assert merge_queue.lease_acquire(repository, "main", "jumped", 60) is False
+    rig.refresh_from_db()
+    bead.refresh_from_db()
+    assert rig.state == Rig.State.WORKING and bead.status == Bead.Status.IN_PROGRESS
+    assert MergeQueueLease.objects.get().holder == "elsewhere:1:abc"
