@@ -326,6 +326,7 @@ def test_connections_terminated_in_a_landings_transaction(git_repo, fault_dir):
         assert not Event.objects.filter(kind="merge_request.state", payload__to="merged").exists()
         tasks.merge_queues_kick.delay()  # the scheduler's next tick
         wait_state(mr, S.MERGED, S.FAILED, timeout=60)
+        wait_for(lambda: not MergeQueueLease.objects.exists(), timeout=30)
     assert mr.state == S.MERGED and mr.merge_commit == run_git(git_repo, "rev-parse", "main")
     assert_audit_clean()
 
