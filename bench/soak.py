@@ -412,7 +412,8 @@ def soak(args, rng: random.Random, env, own_redis: OwnRedis | None) -> None:
     for name in sorted(faults):
         print(f"  {name}: {faults[name]}")
     print(
-        f"audits {audits + 1}: {violations} violations during, {len(final.violations)} at the end"
+        f"audits {audits + 1}: {violations} violations during ({persistent} still there at the "
+        f"next audit), {len(final.violations)} at the end"
     )
     if final.violations:
         print(final.text())
