@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rigs", type=int, default=50, help="rigs per repository")
     parser.add_argument("--landed", type=int, default=25, help="landed rigs per repository")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--show-queries", action="store_true", help="print each query's start")
     args = parser.parse_args()
     with bench_environment(prefix="gastown-bench-audit-") as env:
         from django.db import connection
@@ -96,6 +97,9 @@ def main() -> None:
             f"over {args.rounds} runs; {len(queries)} queries, {report.git_calls} git processes "
             f"({report.git_calls / args.repositories:.1f} per repository)"
         )
+        if args.show_queries:
+            for query in queries.captured_queries:
+                print("  ", query["sql"][:110])
         started = time.perf_counter()
         repaired = audit_run(repair=True)
         print(
