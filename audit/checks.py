@@ -633,7 +633,8 @@ def _holders_check(report: AuditReport, now) -> None:
     # queues: one live lease each, its holder alive, nothing stranded or left waiting
     leases_now = list(MergeQueueLease.objects.all())
     active = list(
-        MergeRequest.objects.filter(state__in=MergeRequest.ACTIVE_STATES).only(
+        # in the queue's hands (a request awaiting review waits for a person, not a worker)
+        MergeRequest.objects.filter(state__in=(MR.QUEUED, MR.CHECKING, MR.TESTING)).only(
             "id",
             "repository_id",
             "target_branch",

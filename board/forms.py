@@ -6,6 +6,7 @@ field), never a 500. The domain's own rules (a title, a known agent, no dependen
 in the services; their errors are shown beside the field they name.
 """
 
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -14,9 +15,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from board.pages import BoardFilters, FeedFilters
+from common.forms import AsciiNumbers
 from common.params import MAX_ID, parse_id
 from notifications.models import Notification
-from rigs.models import Repository
+from rigs.models import MergeRequest, Repository
 from rigs.services import repository_name_from_path
 from runner.models import Budget
 
@@ -53,7 +55,10 @@ BUDGET_MAX = Decimal("99999999.99")  # Convoy.budget_usd: 10 digits, 2 of them c
 
 
 class BudgetField(forms.Field):
-    """Dollars: empty for none; `25`, `12.50`, `$1,000` are accepted."""
+    """Dollars: empty for none; `25`, `12.50`, `$1,000` are accepted (not `1e3`, not digits
+    other than 0-9)."""
+
+    numeric = True  # (common.forms.AsciiNumbers checks its digits)
 
     def to_python(self, value: Any) -> Decimal | None:
         raw = str(value or "")
@@ -61,7 +66,7 @@ class BudgetField(forms.Field):
         if not text:
             return None
         try:
-            amount = Decimal(text)
+            amount = Decimal(text) if re.fullmatch(r"-?[0-9]*\.?[0-9]*", text) else None
         except InvalidOperation:
             amount = None
         if amount is None or not amount.is_finite():
@@ -145,7 +150,7 @@ LEG_ROWS = 5  # blank rows on a fresh form ("Add a leg" clones one)
 MAX_LEG_ROWS = 200
 
 
-class ConvoyForm(forms.Form):
+class ConvoyForm(AsciiNumbers, forms.Form):
     """The convoy's own fields. The title is checked by `convoy_create` (one place for it)."""
 
     title = forms.CharField(required=False)
@@ -359,7 +364,7 @@ class AnswerForm(forms.Form):
 # --- budgets -----------------------------------------------------------------------------------
 
 
-class BudgetSetForm(forms.Form):
+class BudgetSetForm(AsciiNumbers, forms.Form):
     """The Budgets page's "Set a limit": a target (`agent:3`, `repository:1`, `convoy:5`), a
     window, dollars and/or tokens, a cap on runs at once. A target's budget for that window is
     changed when it has one, else made (`runner.budgets.budget_save`)."""
@@ -397,3 +402,42 @@ class BudgetSetForm(forms.Form):
     def add_service_errors(self, exc: ValidationError) -> None:
         for name, messages in exc.message_dict.items():
             self.add_error(name if name in self.fields else None, " ".join(messages))
+
+
+# --- review: the diff view ---------------------------------------------------------------------
+
+
+class DiffFileForm(forms.Form):
+    """Which file of a change to show (`?path=`), how (`view=unified|split`), and a large one
+    in full (`full=1`)."""
+
+    path = forms.CharField(max_length=1024, strip=False)
+    view = forms.ChoiceField(choices=[("unified", "unified"), ("split", "split")], required=False)
+    full = forms.BooleanField(required=False)
+
+
+class ReviewCommentForm(AsciiNumbers, forms.Form):
+    """A comment on a line of a rig's change (or on the whole change: no path). The service
+    checks the rest (a line needs a path, a path needs the commit)."""
+
+    text = forms.CharField(max_length=4000, strip=True, widget=forms.Textarea(attrs={"rows": 3}))
+    path = forms.CharField(max_length=1024, required=False, strip=False)
+    line = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    side = forms.ChoiceField(choices=[("new", "new"), ("old", "old")], required=False)
+    commit = forms.RegexField(r"^[0-9a-f]{40}$", required=False)
+    base_commit = forms.RegexField(r"^[0-9a-f]{40}$", required=False)
+    excerpt = forms.CharField(max_length=2000, required=False, strip=False)
+    merge_request = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+
+    def __init__(self, *args: Any, rig=None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rig = rig
+
+    def clean_merge_request(self):
+        pk = self.cleaned_data.get("merge_request")
+        if pk is None:
+            return None
+        mr = MergeRequest.objects.filter(pk=pk, rig=self.rig).first()
+        if mr is None:
+            raise ValidationError(f"merge request #{pk} is not one of this rig's.")
+        return mr

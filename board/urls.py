@@ -30,6 +30,30 @@ urlpatterns = [
     path("rigs/<int:pk>/sync/", views.rig_sync, name="rig-sync-page"),
     path("rigs/<int:pk>/teardown/", views.rig_teardown, name="rig-teardown-page"),
     path("rigs/<int:pk>/launch/", views.rig_launch, name="rig-launch"),
+    path("rigs/<int:pk>/diff/", views.rig_diff, name="rig-diff"),
+    path("rigs/<int:pk>/diff/file/", views.rig_diff_file, name="rig-diff-file"),
+    path("rigs/<int:pk>/review/", views.review_comment_add, name="rig-review"),
+    path("merge-requests/<int:pk>/diff/", views.merge_request_diff, name="mr-diff"),
+    path(
+        "merge-requests/<int:pk>/diff/file/",
+        views.merge_request_diff_file,
+        name="mr-diff-file",
+    ),
+    path("merge-requests/<int:pk>/approve/", views.merge_request_approve, name="mr-approve"),
+    path(
+        "merge-requests/<int:pk>/request-changes/",
+        views.merge_request_request_changes,
+        name="mr-request-changes",
+    ),
+    path("legs/<int:pk>/diff/", views.leg_diff, name="leg-diff"),
+    path(
+        "review-comments/<int:pk>/reply/", views.review_comment_reply, name="review-comment-reply"
+    ),
+    path(
+        "review-comments/<int:pk>/resolve/",
+        views.review_comment_resolve,
+        name="review-comment-resolve",
+    ),
     path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
     path("notifications/<int:pk>/ack/", views.notification_ack, name="notification-ack-page"),
     path(

@@ -26,15 +26,18 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from board import diffs as board_diffs
 from board import forms, pages
 from common.errors import Refusal, error_body, error_text
 from convoys import services
-from convoys.models import Convoy
+from convoys.models import Convoy, ReviewComment
 from convoys.services import coordination
+from convoys.services import reviews as review_services
 from notifications import services as notification_services
 from notifications.models import Notification
+from rigs import diffs as rig_diffs
 from rigs import services as rig_services
-from rigs.models import Rig
+from rigs.models import MergeApproval, MergeRequest, Rig
 from rigs.permissions import is_admin, is_operator, is_viewer
 from runner import budgets as run_budgets
 from runner import services as run_services
@@ -691,3 +694,165 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok", "database": connection.vendor, "version": settings.GASTOWN_VERSION}
     )
+
+
+# --- review: the diff view, comments on it --------------------------------------------------------
+
+
+def _diff_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+    """The page, or (`?part=threads`) its review threads alone, for a live refresh."""
+    if request.GET.get("part") == "threads":
+        return _page(request, "board/_diff_threads.html", context)
+    return _page(request, "board/diff.html", context)
+
+
+@role_required
+@require_GET
+def rig_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    """A rig's change against its merge base: the file tree at once, each file on demand."""
+    return _diff_page(request, board_diffs.rig_diff_page(pk))
+
+
+@role_required
+@require_GET
+def merge_request_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    """A merge request's candidate (or, landed, exactly what it did to the target)."""
+    return _diff_page(request, board_diffs.merge_request_diff_page(pk))
+
+
+@role_required
+@require_GET
+def leg_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    """A leg's change: its landed merge request once landed, else its rig's branch."""
+    name, target = board_diffs.leg_diff_url_args(pk)
+    if not name:
+        return _error_page(
+            request, Refusal("this leg has no rig yet: nothing to show", status=404), 404
+        )
+    return redirect(f"board:{name}", pk=target)
+
+
+def _diff_file(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+    form = forms.DiffFileForm(request.GET)
+    if not form.is_valid():
+        return _bad_input(request, form)
+    data = form.cleaned_data
+    try:
+        context = board_diffs.diff_file_fragment(
+            kind, pk, data["path"], data["view"] or "unified", data["full"]
+        )
+    except rig_diffs.DiffUnavailable as exc:
+        return _error_page(request, exc, exc.status)
+    except LookupError as exc:
+        return _error_page(request, ValidationError({"path": str(exc)}), 400)
+    return _page(request, "board/_diff_file.html", context)
+
+
+@role_required
+@require_GET
+def rig_diff_file(request: HttpRequest, pk: int) -> HttpResponse:
+    return _diff_file(request, "rig", pk)
+
+
+@role_required
+@require_GET
+def merge_request_diff_file(request: HttpRequest, pk: int) -> HttpResponse:
+    return _diff_file(request, "merge_request", pk)
+
+
+@operator_required
+@require_POST
+def review_comment_add(request: HttpRequest, pk: int) -> HttpResponse:
+    """A comment on a line of the rig's change (or on the whole change), through the one
+    service: the rig's agent gets it in its inbox."""
+    rig = get_object_or_404(Rig.objects.select_related("repository"), pk=pk)
+    form = forms.ReviewCommentForm(request.POST, rig=rig)
+
+    def action() -> str:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        data = form.cleaned_data
+        comment = review_services.review_comment_add(
+            rig=rig,
+            by=request.user.get_username(),
+            text=data["text"],
+            path=data["path"],
+            line=data["line"],
+            side=data["side"] or "new",
+            commit=data["commit"],
+            base_commit=data["base_commit"],
+            excerpt=data["excerpt"],
+            merge_request=data["merge_request"],
+        )
+        return f"Comment #{comment.id} on {comment.where} sent to rig {rig.slug}'s inbox."
+
+    return _act(request, action, default_next=reverse("board:rig-diff", args=[pk]))
+
+
+def _review_comment(pk: int) -> ReviewComment:
+    return get_object_or_404(ReviewComment.objects.select_related("rig", "reply_to"), pk=pk)
+
+
+@operator_required
+@require_POST
+def review_comment_reply(request: HttpRequest, pk: int) -> HttpResponse:
+    comment = _review_comment(pk)
+    form = forms.AnswerForm(request.POST)
+
+    def action() -> str:
+        if not form.is_valid():
+            raise ValidationError(form.errors.as_data())
+        review_services.review_comment_reply(
+            comment=comment, text=form.cleaned_data["answer"], by=request.user.get_username()
+        )
+        return f"Answered review comment #{comment.reply_to_id or comment.id}."
+
+    return _act(request, action, default_next=reverse("board:rig-diff", args=[comment.rig_id]))
+
+
+@operator_required
+@require_POST
+def review_comment_resolve(request: HttpRequest, pk: int) -> HttpResponse:
+    comment = _review_comment(pk)
+
+    def action() -> str:
+        review_services.review_comment_resolve(comment=comment, by=request.user.get_username())
+        return f"Review comment #{comment.reply_to_id or comment.id} resolved."
+
+    return _act(request, action, default_next=reverse("board:rig-diff", args=[comment.rig_id]))
+
+
+def _review(request: HttpRequest, pk: int, verdict: str) -> HttpResponse:
+    qs = MergeRequest.objects.select_related("rig", "repository")
+    mr = get_object_or_404(qs, pk=pk)
+
+    def action() -> str:
+        approval = review_services.merge_request_review(
+            merge_request=mr,
+            verdict=verdict,
+            by=request.user.get_username(),
+            commit=request.POST.get("commit", ""),
+            note=request.POST.get("note", ""),
+        )
+        mr.refresh_from_db()
+        if verdict == MergeApproval.Verdict.CHANGES_REQUESTED:
+            return f"Changes requested: merge request #{mr.id} is cancelled; the agent is told."
+        if mr.state == MergeRequest.State.QUEUED:
+            return f"Approved {approval.commit[:10]}: merge request #{mr.id} is queued for gating."
+        return f"Approved {approval.commit[:10]}: merge request #{mr.id} needs more approvals."
+
+    return _act(request, action, default_next=reverse("board:mr-diff", args=[pk]))
+
+
+@operator_required
+@require_POST
+def merge_request_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve the commit the diff showed; enough approvals queue it for gating."""
+    return _review(request, pk, MergeApproval.Verdict.APPROVED)
+
+
+@operator_required
+@require_POST
+def merge_request_request_changes(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask for changes: the request is cancelled and the agent told (with the open comments)."""
+    return _review(request, pk, MergeApproval.Verdict.CHANGES_REQUESTED)

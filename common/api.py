@@ -20,7 +20,7 @@ A 503 changed nothing: the transaction that failed was rolled back whole. Retry 
 (`Retry-After`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -29,12 +29,14 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
-from rest_framework import exceptions, pagination, status
+from rest_framework import exceptions, pagination, serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import get_error_detail
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import Refusal, error_body
+from common.params import foreign_digits, parse_count
 
 T = TypeVar("T")
 
@@ -190,17 +192,119 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+# --- request bodies ------------------------------------------------------------------------------
+
+
+class KnownFields:
+    """A serializer mixin: a key the body's object does not take is a 400 naming it and what it
+    takes (a typo such as `"priorty": 1` would otherwise be dropped in silence), named with the
+    fields' own problems. Read-only fields count as known, so a body read and sent back works."""
+
+    def to_internal_value(self, data):
+        problems = {}
+        if isinstance(data, Mapping):
+            takes = sorted(name for name, field in self.fields.items())
+            problems = {
+                str(key)[:60]: [
+                    ErrorDetail(
+                        f"unknown field '{str(key)[:60]}'; this takes: {', '.join(takes)}.",
+                        code="unknown_field",
+                    )
+                ]
+                for key in data
+                if key not in self.fields and key != "csrfmiddlewaretoken"
+            }
+            for name, field in self.fields.items():  # '١٢' is 12 to int(); not to the API
+                value = data.get(name)
+                if isinstance(field, _NUMBERS) and isinstance(value, str) and foreign_digits(value):
+                    problems[name] = [ErrorDetail("digits in ASCII only (0-9).", code="invalid")]
+        try:
+            value = super().to_internal_value(data)
+        except exceptions.ValidationError as exc:
+            if problems and isinstance(exc.detail, dict):
+                exc.detail.update(problems)
+            raise
+        if problems:
+            raise exceptions.ValidationError(problems)
+        return value
+
+
+_NUMBERS = (
+    serializers.IntegerField,
+    serializers.DecimalField,
+    serializers.FloatField,
+    serializers.PrimaryKeyRelatedField,
+)
+
+
+class InputSerializer(KnownFields, serializers.Serializer):
+    """A request body's shape (see `KnownFields`)."""
+
+
+def body(serializer_class, request, *, errors: "FieldErrors | None" = None, **kwargs) -> dict:
+    """The request body, validated by `serializer_class`.
+
+    Without `errors`: a 400 naming every bad field. With `errors` (a view that looks ids up
+    after the shape is checked): the bad fields' problems are added to `errors`, and the fields
+    that are good on their own are returned, so the view can still look up the good ids and
+    name every problem in one 400 (`errors.raise_any()` before anything is written)."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    if serializer.is_valid():
+        return dict(serializer.validated_data)
+    if errors is None:
+        raise exceptions.ValidationError(serializer.errors)
+    errors.add(exceptions.ValidationError(serializer.errors))
+    good = {}
+    data = request.data if isinstance(request.data, Mapping) else {}
+    for name, field in serializer.fields.items():
+        if field.read_only or name in serializer.errors:
+            continue
+        try:
+            good[name] = field.run_validation(field.get_value(data))
+        except (exceptions.ValidationError, serializers.SkipField, DjangoValidationError):
+            continue
+    return good
+
+
 # --- pagination ---------------------------------------------------------------------------------
 
 MAX_OFFSET = 2**31 - 1
 
 
 class Pagination(pagination.LimitOffsetPagination):
-    """`?limit=&offset=` on every list: at most 200 a page, and an offset past any real table is
-    clamped (a huge offset would overflow the database's LIMIT/OFFSET)."""
+    """`?limit=&offset=` on every list: at most 200 a page (more is clamped), and an offset past
+    any real table is clamped (a huge offset would overflow the database's LIMIT/OFFSET). A
+    value that is not a number is a 400 naming it, not the default page in silence."""
 
     default_limit = 50
     max_limit = 200
 
+    def check_params(self, request, view=None) -> list[tuple[str, str]]:
+        """The bad `limit`/`offset` (for `common.filters.KnownQueryParams`)."""
+        problems = []
+        for name, lowest in ((self.limit_query_param, 1), (self.offset_query_param, 0)):
+            text = request.query_params.get(name)
+            if text is None:
+                continue
+            try:
+                value = parse_count(text, name, maximum=MAX_OFFSET)
+            except DjangoValidationError:
+                value = -1
+            if value < lowest:
+                kind = "a positive" if lowest else "a non-negative"
+                problems.append((name, f"'{text[:40]}' is not {kind} integer."))
+        return problems
+
+    def _count(self, request, name: str, default: int | None, maximum: int) -> int | None:
+        if request.query_params.get(name) is None:
+            return default
+        problems = [m for n, m in self.check_params(request) if n == name]
+        if problems:
+            raise exceptions.ValidationError({name: problems})
+        return parse_count(request.query_params[name], name, maximum=maximum)
+
+    def get_limit(self, request) -> int | None:
+        return self._count(request, self.limit_query_param, self.default_limit, self.max_limit)
+
     def get_offset(self, request) -> int:
-        return min(super().get_offset(request), MAX_OFFSET)
+        return self._count(request, self.offset_query_param, 0, MAX_OFFSET)

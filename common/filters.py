@@ -16,11 +16,13 @@
 from typing import Any
 
 from django.db.models import F, QuerySet
-from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.rest_framework import DjangoFilterBackend, MultipleChoiceFilter
 from rest_framework import filters
 from rest_framework.exceptions import ErrorDetail, ValidationError
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
+
+from common.params import foreign_digits
 
 SEARCH_MAX = 200  # characters of `?search=` used (like the board's search box)
 
@@ -42,6 +44,15 @@ def _is_detail(view) -> bool:
     return bool(lookup) and lookup in getattr(view, "kwargs", {})
 
 
+def _filterset(request: Request, queryset: QuerySet, view):
+    """The list's django-filter filterset for this request, or None."""
+    for backend_class in getattr(view, "filter_backends", []):
+        backend = backend_class()
+        if isinstance(backend, DjangoFilterBackend):
+            return backend.get_filterset(request, queryset, view)
+    return None
+
+
 def list_params_taken(view, queryset: QuerySet | None = None) -> set[str]:
     """Every query parameter the list view takes (see the module's docstring)."""
     names = {api_settings.URL_FORMAT_OVERRIDE}
@@ -59,31 +70,69 @@ def list_params_taken(view, queryset: QuerySet | None = None) -> set[str]:
 
 
 class KnownQueryParams(filters.BaseFilterBackend):
-    """Refuses the query parameters a list does not take (400, one error for each, naming what
-    it takes), and documents `view.list_params`."""
+    """Checks a list's whole query string before anything reads it, and names every problem in
+    one 400: parameters the list does not take (naming what it takes), a parameter given twice,
+    digits that are not ASCII, the filters' bad values, an unknown `ordering` field, a bad
+    `search`, `limit` or `offset`. The backends after it then find nothing to refuse. It also
+    documents `view.list_params`."""
 
     def filter_queryset(self, request: Request, queryset: QuerySet, view) -> QuerySet:
         if _is_detail(view):
             return queryset
         taken = list_params_taken(view, queryset)
-        unknown = [name for name in request.query_params if name not in taken]
-        if unknown:
-            takes = ", ".join(sorted(taken))
-            raise ValidationError(
-                {
-                    name[:60]: [
-                        ErrorDetail(
-                            f"unknown query parameter '{name[:60]}'; this list takes: {takes}.",
-                            code="unknown_parameter",
-                        )
-                    ]
-                    for name in unknown
-                }
+        params = request.query_params
+        problems: dict[str, list[ErrorDetail]] = {}
+
+        def problem(name: str, message: str, code: str = "invalid") -> None:
+            problems.setdefault(name[:60], []).append(ErrorDetail(message, code=code))
+
+        filterset = _filterset(request, queryset, view)
+        many = {
+            name
+            for name, f in (filterset.filters.items() if filterset is not None else [])
+            if isinstance(f, MultipleChoiceFilter)
+        }
+        unknown = [name for name in params if name not in taken]
+        for name in unknown:
+            problem(
+                name,
+                f"unknown query parameter '{name[:60]}'; this list takes: "
+                f"{', '.join(sorted(taken))}.",
+                "unknown_parameter",
             )
+        for name in params:
+            values = params.getlist(name)
+            if name in unknown:
+                continue
+            if len(values) > 1 and name not in many:
+                problem(name, f"'{name[:60]}' is given {len(values)} times; give it once.")
+            elif name != "search" and any(foreign_digits(value) for value in values):
+                problem(name, "digits in ASCII only (0-9).")
+        if filterset is not None and not filterset.is_valid():
+            for name, messages in filterset.errors.get_json_data().items():
+                if name not in problems:
+                    for message in messages:
+                        problem(name, message["message"], message["code"] or "invalid")
+        checks = [getattr(b, "check_params", None) for b in getattr(view, "filter_backends", [])]
+        paginator = getattr(view, "paginator", None)
+        checks.append(getattr(paginator, "check_params", None))
+        told = set(problems)  # (a name already refused above is not checked again)
+        for check in filter(None, checks):
+            for name, message in check(request, view):
+                if name not in told:
+                    problem(name, message, "invalid_choice" if name == "ordering" else "invalid")
+        if problems:
+            raise ValidationError(problems)
         return queryset
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         return list(getattr(view, "list_params", []))
+
+
+def query_check(request: Request, queryset: QuerySet, view) -> None:
+    """`KnownQueryParams`' check, for a view that reads parameters by hand in `get_queryset`
+    (before the filter backends run): its own problems and these are then named together."""
+    KnownQueryParams().filter_queryset(request, queryset, view)
 
 
 def _names(fields) -> list[str]:
@@ -94,10 +143,17 @@ def _names(fields) -> list[str]:
 class Search(filters.SearchFilter):
     """`?search=` on the views that set `search_fields`; documented only there."""
 
+    @classmethod
+    def check_params(cls, request: Request, view) -> list[tuple[str, str]]:
+        """What `KnownQueryParams` reports (PostgreSQL refuses NUL in text: a 400, not a 500)."""
+        if "\x00" in request.query_params.get(cls.search_param, ""):
+            return [(cls.search_param, "null characters are not allowed.")]
+        return []
+
     def get_search_terms(self, request: Request) -> list[str]:
         text = request.query_params.get(self.search_param, "")
-        if "\x00" in text:  # (PostgreSQL refuses NUL in text: a 400, not a 500)
-            raise ValidationError({self.search_param: "null characters are not allowed."})
+        if self.check_params(request, None):
+            raise ValidationError(dict(self.check_params(request, None)))
         return filters.search_smart_split(text[:SEARCH_MAX])
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
@@ -123,23 +179,37 @@ class Ordering(filters.OrderingFilter):
         fields = getattr(view, "ordering_fields", None) or {}
         return dict(fields) if isinstance(fields, dict) else {name: name for name in fields}
 
+    @classmethod
+    def check_params(cls, request: Request, view) -> list[tuple[str, str]]:
+        """Each `ordering` name this list does not sort by (for `KnownQueryParams`)."""
+        text = request.query_params.get(cls.ordering_param, "").strip()
+        fields = cls.fields(view)
+        if not text or not fields:
+            return []
+        return [
+            (
+                cls.ordering_param,
+                f"'{name[:60]}' is not a field this list sorts by; it sorts by: "
+                f"{', '.join(fields)} (a '-' first: descending).",
+            )
+            for name in (t.strip().removeprefix("-") for t in text.split(","))
+            if name not in fields
+        ]
+
     def get_ordering(self, request: Request, queryset: QuerySet, view) -> list | None:
         text = request.query_params.get(self.ordering_param, "").strip()
         fields = self.fields(view)
         if not text or not fields:
             return None
+        wrong = self.check_params(request, view)
+        if wrong:
+            raise ValidationError(
+                {self.ordering_param: [ErrorDetail(m, code="invalid_choice") for _, m in wrong]}
+            )
         ordering = []
         for term in (t.strip() for t in text.split(",")):
             descending = term.startswith("-")
             name = term.removeprefix("-")
-            if name not in fields:
-                message = (
-                    f"'{name[:60]}' is not a field this list sorts by; it sorts by: "
-                    f"{', '.join(fields)} (a '-' first: descending)."
-                )
-                raise ValidationError(
-                    {self.ordering_param: [ErrorDetail(message, code="invalid_choice")]}
-                )
             # NULLs (not started, never finished) last either way, on SQLite and PostgreSQL
             expression = F(fields[name])
             ordering.append(

@@ -92,6 +92,13 @@ class BodySizeLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.GASTOWN_MAX_BODY_BYTES
         declared = request.META.get("CONTENT_LENGTH") or ""
+        if (
+            declared in ("", "0")
+            and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
+            # (Django reads a body by its Content-Length: a chunked one would be read as empty)
+            message = "a chunked body is not read: send it with a Content-Length."
+            return JsonResponse(error_body("length_required", message), status=411)
         if declared:
             if not (declared.isascii() and declared.isdigit()):
                 return JsonResponse(

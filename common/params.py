@@ -12,6 +12,11 @@ MAX_ID = 2**63 - 1
 _MAX_DIGITS = len(str(MAX_ID))
 
 
+def foreign_digits(text: str) -> bool:
+    """Digits other than 0-9 (Arabic-Indic, superscripts): `int()` reads some; we take none."""
+    return any(ch.isdigit() and not ch.isascii() for ch in text)
+
+
 def id_or_none(value: Any) -> int | None:
     """`value` as an id (1..2^63-1), or None when it is not one. Never raises."""
     if isinstance(value, bool):

@@ -3,8 +3,18 @@ from django.contrib import admin
 from django.db.models import Count, Q
 
 from common.admin import run_service_action
+from common.forms import AsciiNumbers
 from convoys import services
-from convoys.models import Bead, BeadComment, BeadDependency, Convoy, Leg, LegDependency
+from convoys.models import (
+    Bead,
+    BeadComment,
+    BeadDependency,
+    Convoy,
+    Leg,
+    LegDependency,
+    ReviewComment,
+)
+from convoys.services import reviews
 from rigs.admin import RigAdmin
 from rigs.models import Rig
 
@@ -18,8 +28,15 @@ class LegInline(admin.TabularInline):
     show_change_link = True
 
 
+class ConvoyAdminForm(AsciiNumbers, forms.ModelForm):
+    class Meta:
+        model = Convoy
+        fields = "__all__"  # noqa: DJ007 (the admin picks the fields shown)
+
+
 @admin.register(Convoy)
 class ConvoyAdmin(admin.ModelAdmin):
+    form = ConvoyAdminForm
     list_display = ["title", "slug", "repository", "state", "progress", "created_at", "updated_at"]
     list_filter = ["state", "repository"]
     list_select_related = ["repository"]
@@ -236,4 +253,37 @@ class RigWithBeadsAdmin(RigAdmin):
             queryset.select_related("repository"),
             lambda rig: services.rig_merge_request(rig=rig, requested_by=str(request.user)),
             "Queued merge of",
+        )
+
+
+@admin.register(ReviewComment)
+class ReviewCommentAdmin(admin.ModelAdmin):
+    """Review comments are written on the board's diff view and through the API (`gt review`),
+    where their notices are sent: read here, never edited; admins may resolve them (through
+    the service, so the agent's notice is resolved too)."""
+
+    list_display = ["id", "rig", "author", "path", "line", "state", "created_at"]
+    list_filter = ["state"]
+    search_fields = ["text", "path", "author", "rig__slug"]
+    list_select_related = ["rig", "rig__repository"]
+    fields = ["rig", "merge_request", "reply_to", "author", "by_agent", "commit", "base_commit",
+              "path", "side", "line", "excerpt", "text", "state", "resolved_by",
+              "resolved_commit", "resolved_at", "created_at"]  # fmt: skip
+    readonly_fields = fields
+    actions = ["resolve"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Resolve (the agent's notice is resolved too)")
+    def resolve(self, request, queryset) -> None:
+        run_service_action(
+            self,
+            request,
+            queryset.filter(state=ReviewComment.State.OPEN).select_related("rig"),
+            lambda c: reviews.review_comment_resolve(comment=c, by=str(request.user)),
+            "Resolved",
         )

@@ -10,7 +10,7 @@ from django.db.models import Case, Count, When
 from django.utils import timezone
 
 from common.errors import Refusal
-from convoys.models import Bead, Convoy, Leg
+from convoys.models import Bead, Convoy, Leg, ReviewComment
 from convoys.selectors import (
     FinishedWork,
     beads_ready,
@@ -28,6 +28,7 @@ from rigs.serializers import AgentSerializer
 PRIME_BEADS = 10
 PRIME_NOTES = 6
 PRIME_ACCEPTANCE = 8  # acceptance items of the leg; the rest are counted
+PRIME_REVIEWS = 5  # open review comments shown (the rest: `gt review`)
 
 
 def _assignment(rig: Rig, leg: Leg | None, target: str) -> dict | None:
@@ -217,6 +218,29 @@ def _work_lines(rig: Rig, unacked: int) -> tuple[list[str], list[Bead]]:
     return lines, ready
 
 
+def _review_lines(rig: Rig) -> list[str]:
+    """The open review comments on the rig's change (a person's, from the board's diff view):
+    where, the line's text then, the comment. One query."""
+    threads = list(
+        ReviewComment.objects.filter(
+            rig=rig, reply_to__isnull=True, state=ReviewComment.State.OPEN
+        ).order_by("created_at", "id")[: PRIME_REVIEWS + 1]
+    )
+    if not threads:
+        return []
+    more = " (more: `gt review`)" if len(threads) > PRIME_REVIEWS else ""
+    lines = [f"## Open review comments on your change{more}"]
+    for c in threads[:PRIME_REVIEWS]:
+        lines.append(f"- #{c.id} {c.where} - {c.author}: {_cut(c.text, 160)}")
+        if c.excerpt:
+            lines.append(f"  line then: {_cut(c.excerpt.strip(), 100)}")
+    lines += [
+        '  do: fix it and commit, then `gt review resolve ID`; or answer `gt review reply ID "…"`',
+        "",
+    ]
+    return lines
+
+
 def _dirty_line(rig: Rig, row: dict) -> str:
     """Uncommitted changes are the last sync's (a `git status` per briefing is not worth it)."""
     if rig.last_synced_at is None:
@@ -292,6 +316,7 @@ def prime_text(agent: Agent, wanted_rig: str | None = None) -> str:
         lines += _leg_lines(row["assignment"])
     work, ready = _work_lines(rig, row["unacked_notifications"])
     lines += work
+    lines += _review_lines(rig)
     first = ready[0].short_id if ready else "ID"
     lines += [
         "## Next steps (set GT_URL and GT_TOKEN; add --json for machine-readable output)",
@@ -301,6 +326,7 @@ def prime_text(agent: Agent, wanted_rig: str | None = None) -> str:
         '- gt create "title" --discovered-from ID [-p 0-4] [--blocks ID]   work you found',
         "- gt dep add A B             A cannot start until B closes",
         "- gt inbox / gt ack ID|--all read and acknowledge notifications",
+        '- gt review / gt review reply ID "…" / gt review resolve ID   comments on your change',
         '- gt send RIG "text" / gt escalate "question"   tell another rig / ask a person',
         "- gt heartbeat               every few minutes while you work (else: stalled, and "
         "your claims lapse)",

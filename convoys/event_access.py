@@ -26,7 +26,10 @@ NOTIFICATION_KINDS = (
 # was resolved).
 REDACTED_KEEP = ("notification", "rig", "kind", "severity", "cascade", "depth", "state", "topic")
 # Other events that carry a notice's text, and what they keep for another rig's agent.
-REDACTED_OTHER = {"rig.turn_ended": ("rig", "slug", "status", "notification")}
+REDACTED_OTHER = {
+    "rig.turn_ended": ("rig", "slug", "status", "notification"),
+    "review.comment": ("comment", "thread", "rig", "state", "action"),
+}
 
 
 def _agent(user: Any):

@@ -1,7 +1,9 @@
 """Convoys and their legs, beads and their dependencies."""
 
+from decimal import Decimal
+
 from django.conf import settings
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -46,7 +48,19 @@ class Convoy(models.Model):
     use_integration_branch = models.BooleanField(
         default=False, help_text="Legs merge into convoy/<slug>; the convoy lands as one merge."
     )
-    budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    budget_usd = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0), "a budget cannot be negative.")],
+    )
+    review_required = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="Approvals its legs' merge requests need before they are gated (the larger "
+        "of this and the repository's).",
+    )
     # as precise as a run's cost: many sub-cent reports add up
     spent_usd = models.DecimalField(max_digits=14, decimal_places=4, default=0, editable=False)
     created_by = models.ForeignKey(
@@ -381,3 +395,67 @@ class BeadComment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author} on {self.bead_id}: {self.text[:40]}"
+
+
+class ReviewComment(models.Model):
+    """A person's comment on a rig's change (the board's diff view), on one line of one file
+    or on the whole change (no path), and the thread of answers under it (`reply_to`).
+
+    A line comment keeps where it was made: the head commit of the diff (`commit`), its base
+    (`base_commit`), the path, the side (`new`: a line of the head; `old`: a deleted line of
+    the base) and the line number, with the line's text (`excerpt`). Later revisions show it
+    where that line still is, or as outdated (`rigs.diffs.lines_now`). The rig's agent is told
+    through its inbox (a `review_comment` notice); it answers (`gt review reply`) or resolves
+    it (`gt review resolve`)."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+
+    class Side(models.TextChoices):
+        NEW = "new"
+        OLD = "old"
+
+    rig = models.ForeignKey(Rig, on_delete=models.CASCADE, related_name="review_comments")
+    merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies"
+    )
+    author = models.CharField(max_length=150, help_text="The person's or the agent's name.")
+    by_agent = models.BooleanField(default=False)
+    commit = models.CharField(max_length=40, blank=True, help_text="Head of the diff it is on.")
+    base_commit = models.CharField(max_length=40, blank=True)
+    path = models.CharField(max_length=1024, blank=True, help_text="Empty: the whole change.")
+    side = models.CharField(max_length=3, choices=Side.choices, default=Side.NEW)
+    line = models.PositiveIntegerField(null=True, blank=True)
+    excerpt = models.TextField(blank=True, help_text="The line's text when it was made.")
+    text = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    resolved_by = models.CharField(max_length=150, blank=True)
+    resolved_commit = models.CharField(max_length=40, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["rig", "state"], name="review_comment_rig_state")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=["open", "resolved"]), name="review_comment_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(line__isnull=True) | ~Q(path=""), name="review_comment_line_has_path"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else (self.path or "the change")
+        return f"#{self.pk} on {where} by {self.author}"
+
+    @property
+    def where(self) -> str:
+        if self.path and self.line:
+            return f"{self.path}:{self.line}" + (" (deleted line)" if self.side == "old" else "")
+        return self.path or "the whole change"

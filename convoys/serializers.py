@@ -11,6 +11,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.api import InputSerializer
 from common.params import id_or_none
 from convoys.models import Bead, BeadDependency, Convoy
 from convoys.validators import ACCEPTANCE_ITEM_MAX, ACCEPTANCE_MAX_ITEMS
@@ -156,7 +157,7 @@ class BeadDetailSerializer(BeadSerializer):
         read_only_fields = fields
 
 
-class BeadCreateSerializer(serializers.Serializer):
+class BeadCreateSerializer(InputSerializer):
     title = serializers.CharField(max_length=300)
     rig = id_field(required=False, allow_null=True, help_text="the rig it belongs to")
     leg = id_field(required=False, allow_null=True)
@@ -182,7 +183,7 @@ class BeadCreateSerializer(serializers.Serializer):
     )
 
 
-class BeadUpdateSerializer(serializers.Serializer):
+class BeadUpdateSerializer(InputSerializer):
     """PATCH: the fields a bead's owner may edit. A status change goes through the bead's state
     machine (closing dispatches the work it unblocks); `in_progress` is reached by claiming."""
 
@@ -212,7 +213,7 @@ class BeadUpdateSerializer(serializers.Serializer):
     )
 
 
-class BeadClaimSerializer(serializers.Serializer):
+class BeadClaimSerializer(InputSerializer):
     agent = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -221,7 +222,7 @@ class BeadClaimSerializer(serializers.Serializer):
     )
 
 
-class BeadCloseSerializer(serializers.Serializer):
+class BeadCloseSerializer(InputSerializer):
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=REASON_MAX
     )
@@ -232,7 +233,7 @@ class BeadCloseResultSerializer(serializers.Serializer):
     unblocked = BeadSerializer(many=True, help_text="beads this close made ready")
 
 
-class DependencyCreateSerializer(serializers.Serializer):
+class DependencyCreateSerializer(InputSerializer):
     depends_on = BeadRefField(help_text="this bead depends on that one")
     type = serializers.ChoiceField(
         choices=BeadDependency.Type.choices, required=False, default="blocks"
@@ -258,7 +259,7 @@ class DependencyRemoveResultSerializer(serializers.Serializer):
 # --- convoys ------------------------------------------------------------------------------------
 
 
-class LegInputSerializer(serializers.Serializer):
+class LegInputSerializer(InputSerializer):
     key = serializers.CharField(max_length=63, help_text="names the leg inside its convoy")
     title = serializers.CharField(max_length=200)
     description = text_field(help_text="the leg's brief: what to build, for its agent")
@@ -290,7 +291,7 @@ class LegInputSerializer(serializers.Serializer):
     )
 
 
-class ConvoyCreateSerializer(serializers.Serializer):
+class ConvoyCreateSerializer(InputSerializer):
     title = serializers.CharField(max_length=200)
     description = text_field(default="")
     repository = id_field()
@@ -308,10 +309,18 @@ class ConvoyCreateSerializer(serializers.Serializer):
         default=None,
         help_text="Agent spend limit in dollars: no new agent runs once it is reached.",
     )
+    review_required = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=10,
+        help_text="Approvals its legs' merge requests need before they are gated (the larger "
+        "of this and the repository's).",
+    )
     legs = LegInputSerializer(many=True, max_length=200)
 
 
-class ConvoyCancelSerializer(serializers.Serializer):
+class ConvoyCancelSerializer(InputSerializer):
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=REASON_MAX
     )
@@ -364,6 +373,7 @@ class ConvoySerializer(serializers.ModelSerializer):
             "budget_usd",
             "spent_usd",
             "budget_reached",
+            "review_required",
             "created_at",
             "launched_at",
             "landed_at",
@@ -437,7 +447,7 @@ class PlanTextField(serializers.CharField):
         ]
 
 
-class ConvoyImportSerializer(serializers.Serializer):
+class ConvoyImportSerializer(InputSerializer):
     repository = id_field()
     plan = PlanTextField(
         allow_blank=True,
@@ -597,7 +607,7 @@ def message_text(**kwargs) -> serializers.CharField:
     return TextOnlyField(max_length=MESSAGE_MAX, **kwargs)
 
 
-class MessageCreateSerializer(serializers.Serializer):
+class MessageCreateSerializer(InputSerializer):
     """Who to tell (exactly one of `to`, `to_rig`, `to_agent`, `to_convoy`; or none with
     `reply_to`: back to the rig that sent that notice) and what."""
 
@@ -631,7 +641,7 @@ class MessageResultSerializer(serializers.Serializer):
     messages = NotificationSerializer(many=True, help_text="one per rig told")
 
 
-class EscalationCreateSerializer(serializers.Serializer):
+class EscalationCreateSerializer(InputSerializer):
     text = message_text(help_text="what you ask a person (at most 4,000 characters)")
     bead = BeadRefField(required=False, allow_null=True, help_text="the bead it is about")
     rig = RefField(
@@ -639,7 +649,7 @@ class EscalationCreateSerializer(serializers.Serializer):
     )
 
 
-class AnswerSerializer(serializers.Serializer):
+class AnswerSerializer(InputSerializer):
     answer = message_text(help_text="the answer; it reaches the agent's inbox as a message")
 
 
@@ -650,7 +660,7 @@ class AnswerResultSerializer(serializers.Serializer):
     )
 
 
-class TurnEndSerializer(serializers.Serializer):
+class TurnEndSerializer(InputSerializer):
     status = serializers.ChoiceField(
         choices=["escalated", "deferred"],
         help_text="escalated: a person must decide; deferred: set aside for now",
@@ -674,7 +684,7 @@ class BeadCommentSerializer(serializers.Serializer):
         return "person" if comment.author_user_id else "gastown"
 
 
-class BeadCommentCreateSerializer(serializers.Serializer):
+class BeadCommentCreateSerializer(InputSerializer):
     text = message_text(help_text="the comment (at most 4,000 characters)")
 
 
@@ -698,3 +708,66 @@ class BlockedBeadSerializer(BeadSerializer):
     class Meta(BeadSerializer.Meta):
         fields = [*BeadSerializer.Meta.fields, "reasons", "blocked_by"]
         read_only_fields = fields
+
+
+class ReviewReplySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    author = serializers.CharField(help_text="the person's or the agent's name")
+    by_agent = serializers.BooleanField()
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ReviewCommentSerializer(serializers.Serializer):
+    """A review comment with its thread of answers, oldest first."""
+
+    id = serializers.IntegerField()
+    rig = serializers.IntegerField(source="rig_id")
+    merge_request = serializers.IntegerField(source="merge_request_id", allow_null=True)
+    author = serializers.CharField()
+    path = serializers.CharField(help_text="the file; empty for a comment on the whole change")
+    line = serializers.IntegerField(allow_null=True)
+    side = serializers.CharField(help_text="new: a line of the head; old: a deleted line")
+    commit = serializers.CharField(help_text="the head commit of the diff it was made on")
+    base_commit = serializers.CharField()
+    excerpt = serializers.CharField(help_text="the line's text when the comment was made")
+    text = serializers.CharField()
+    state = serializers.ChoiceField(choices=["open", "resolved"])
+    resolved_by = serializers.CharField()
+    resolved_commit = serializers.CharField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    replies = ReviewReplySerializer(many=True, source="replies.all")
+
+
+class ReviewCommentCreateSerializer(InputSerializer):
+    rig = serializers.IntegerField(min_value=1, help_text="the rig whose change it is about")
+    text = message_text(help_text="the comment (at most 4,000 characters)")
+    path = serializers.CharField(
+        required=False, allow_blank=True, max_length=1024, help_text="empty: the whole change"
+    )
+    line = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10_000_000
+    )
+    side = serializers.ChoiceField(choices=["new", "old"], required=False, default="new")
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$", required=False, allow_blank=True, help_text="the diff's head commit"
+    )
+    base_commit = serializers.RegexField(r"^[0-9a-f]{40}$", required=False, allow_blank=True)
+    excerpt = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, trim_whitespace=False
+    )
+    merge_request = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class ReviewReplyCreateSerializer(InputSerializer):
+    text = message_text(help_text="the answer (at most 4,000 characters)")
+
+
+class ReviewResolveSerializer(InputSerializer):
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$",
+        required=False,
+        allow_blank=True,
+        help_text="the commit that addressed it (full id)",
+    )

@@ -8,11 +8,12 @@ from functools import partial
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, pagination, serializers
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from common.api import FieldErrors
-from common.filters import list_param
+from common.filters import list_param, query_check
 from common.params import optional_id, parse_count
 from events import access
 from events.models import Event
@@ -35,6 +36,24 @@ class AfterIdPagination(pagination.BasePagination):
 
     default_limit = 100
     max_limit = 1000
+
+    def check_params(self, request: Request, view=None) -> list[tuple[str, str]]:
+        """The bad `after`/`limit` (for `common.filters.KnownQueryParams`)."""
+        problems = []
+        for name, check in (
+            ("after", partial(optional_id, request.query_params, "after")),
+            (
+                "limit",
+                partial(parse_count, request.query_params.get("limit", "0"), "limit", maximum=1),
+            ),
+        ):
+            try:
+                check()
+            except ValidationError as exc:
+                problems += [
+                    (name, message) for message in exc.message_dict.get(name, exc.messages)
+                ]
+        return problems
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
@@ -109,6 +128,7 @@ class EventListView(generics.ListAPIView):
         errors = FieldErrors()  # every bad parameter named at once
         scope = {name: errors.check(partial(optional_id, params, name)) for name in _SCOPES}
         kind = errors.check(partial(_kind, params.get("kind", "").strip()))
+        errors.check(partial(query_check, self.request, Event.objects.none(), self))
         errors.raise_any()
         qs = Event.objects.all()
         for name, value in scope.items():

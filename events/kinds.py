@@ -47,6 +47,11 @@ _KINDS = [
         "a merge request moved state (`forced` on creation: asked with force over open work)",
         ("merge_request", "from", "to", "forced"),
     ),
+    EventKind(
+        "merge_request.reviewed",
+        "an operator approved a merge request's commit or asked for changes (its audit trail)",
+        ("merge_request", "commit", "verdict", "by", "approvals", "required"),
+    ),
     EventKind("rig.updated", "a rig's settings were edited", ("rig", "slug", "fields")),
     EventKind(
         "merge_request.updated",
@@ -115,6 +120,11 @@ _KINDS = [
         ("bead", "title", "agent", "from", "to", "by", "to_pool"),
     ),
     EventKind("bead.commented", "a comment was added to a bead", ("bead", "comment", "author")),
+    EventKind(
+        "review.comment",
+        "a review comment on a rig's change was added, answered or resolved",
+        ("comment", "thread", "rig", "path", "line", "author", "state", "action"),
+    ),
     EventKind(
         "rig.turn_ended",
         "a rig's agent ended its turn without a merge (escalated or deferred); the runner "

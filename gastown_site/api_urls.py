@@ -103,6 +103,35 @@ urlpatterns = [
     # coordination: messages between rigs, questions to people
     path("messages/", convoys_api.MessageCreateView.as_view(), name="message-create"),
     path("escalations/", convoys_api.EscalationCreateView.as_view(), name="escalation-create"),
+    path(
+        "merge-requests/<int:pk>/approve/",
+        convoys_api.MergeRequestApproveView.as_view(),
+        name="merge-request-approve",
+    ),
+    path(
+        "merge-requests/<int:pk>/request-changes/",
+        convoys_api.MergeRequestRequestChangesView.as_view(),
+        name="merge-request-request-changes",
+    ),
+    # reviews: people's comments on a rig's change, the agent's answers
+    path(
+        "review-comments/", convoys_api.ReviewCommentListView.as_view(), name="review-comment-list"
+    ),
+    path(
+        "review-comments/<int:pk>/",
+        convoys_api.ReviewCommentDetailView.as_view(),
+        name="review-comment-detail",
+    ),
+    path(
+        "review-comments/<int:pk>/reply/",
+        convoys_api.ReviewCommentReplyView.as_view(),
+        name="review-comment-reply",
+    ),
+    path(
+        "review-comments/<int:pk>/resolve/",
+        convoys_api.ReviewCommentResolveView.as_view(),
+        name="review-comment-resolve",
+    ),
     # the event log
     path("events/", events_api.EventListView.as_view(), name="event-list"),
     # the CLI

@@ -294,6 +294,7 @@ REST_FRAMEWORK = {
         "common.filters.Ordering",
     ],
     "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "common.negotiation.ContentNegotiation",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rigs.auth.TokenRateThrottle"],
     # Per token (per user for sessions) and per address for anonymous calls. An agent polling
@@ -335,6 +336,10 @@ SPECTACULAR_SETTINGS = {
         {"name": "notifications", "description": "A rig's inbox: notices to read and ack."},
         {"name": "messages", "description": "Messages between rigs."},
         {"name": "escalations", "description": "Questions to people, and their answers."},
+        {
+            "name": "review-comments",
+            "description": "People's comments on a rig's change, and the agent's answers.",
+        },
         {"name": "runs", "description": "Agent runs: launch, follow the log, stop, usage."},
         {"name": "budgets", "description": "Limits on what agents spend, enforced by the runner."},
         {"name": "events", "description": "The append-only event log, for replay."},

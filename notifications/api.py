@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from common.api import FieldErrors
 from common.errors import Refusal
-from common.filters import list_param
+from common.filters import list_param, query_check
 from common.params import id_or_none, optional_id, parse_flag
 from notifications import services
 from notifications.models import ASKS_PERSON_KINDS, Notification
@@ -109,6 +109,7 @@ class NotificationListView(generics.ListAPIView):
         unacked = errors.check(partial(parse_flag, params, "unacked"))
         since = errors.check(partial(_since, params))
         chosen = {n: errors.check(partial(_choice, params, n, c)) for n, c in _CHOICES.items()}
+        errors.check(partial(query_check, self.request, Notification.objects.none(), self))
         errors.raise_any()
         qs = Notification.objects.all()
         agent = calling_agent(self.request)

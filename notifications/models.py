@@ -40,6 +40,7 @@ class Notification(models.Model):
         ESCALATION = "escalation"
         DEFERRED = "deferred", "turn deferred"
         MESSAGE = "message"
+        REVIEW_COMMENT = "review_comment", "review comment"
         INFO = "info"
 
     class Severity(models.TextChoices):

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from common.api import InputSerializer
 from common.params import MAX_ID
 from notifications.models import Notification
 
@@ -37,7 +38,7 @@ class NotificationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AckAllSerializer(serializers.Serializer):
+class AckAllSerializer(InputSerializer):
     rig = serializers.IntegerField(
         min_value=1,
         max_value=MAX_ID,

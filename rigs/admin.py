@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from common.admin import run_service_action
 from common.errors import Refusal, error_text
 from rigs import services
-from rigs.models import Agent, ApiToken, MergeRequest, Repository, Rig
+from rigs.models import Agent, ApiToken, MergeApproval, MergeRequest, Repository, Rig
 
 TOKENS_ATTR = "_gastown_tokens_to_show"
 
@@ -113,6 +113,7 @@ class RepositoryForm(forms.ModelForm):
             "merge_strategy",
             "batch_size",
             "auto_rebase",
+            "review_required",
         ]
 
     def clean(self):
@@ -358,6 +359,23 @@ class RigAdmin(ServiceModelAdmin):
         )
 
 
+@admin.register(MergeApproval)
+class MergeApprovalAdmin(admin.ModelAdmin):
+    """Read-only: who approved (or asked for changes on) which commit of which merge request."""
+
+    list_display = ["id", "merge_request", "by", "verdict", "commit", "created_at"]
+    list_filter = ["verdict"]
+    search_fields = ["by", "commit"]
+    fields = ["merge_request", "by", "verdict", "commit", "note", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(MergeRequest)
 class MergeRequestAdmin(ServiceModelAdmin):
     """Read-only but for a queued request's priority (merge_request_prioritize); cancelling is
@@ -400,12 +418,25 @@ class MergeRequestAdmin(ServiceModelAdmin):
         "reason",
         "requested_by",
         "forced",
+        "reviews_required",
+        "review_trail",
         "created_at",
         "started_at",
         "finished_at",
         "updated_at",
     ]
     actions = ["cancel"]
+
+    @admin.display(description="Review audit trail")
+    def review_trail(self, obj: MergeRequest) -> str:
+        """Who approved (or asked for changes on) which commit, when: written by operators on
+        the board or the API, never edited."""
+        rows = [
+            f"{a.created_at:%Y-%m-%d %H:%M:%S} {a.by} {a.get_verdict_display()} {a.commit[:10]}"
+            + (f": {a.note}" if a.note else "")
+            for a in obj.approvals.all()
+        ]
+        return "\n".join(rows) or "-"
 
     def has_add_permission(self, request) -> bool:
         return False  # merge requests are made by asking to land a rig (API, CLI, board)

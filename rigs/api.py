@@ -3,6 +3,7 @@ services. (Views that need convoys, like `me/` and a rig's merge request, live i
 rigs knows nothing about convoys.)"""
 
 import os
+from functools import partial
 from pathlib import Path
 
 from django import forms
@@ -18,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import error_response
+from common.api import FieldErrors, body, error_response
 from common.filters import list_param
 from rigs import services
 from rigs.auth import calling_agent
@@ -71,10 +72,18 @@ class RepositoryListView(generics.ListCreateAPIView):
     def post(self, request: Request, *args, **kwargs) -> Response:
         # Before validation: setting a command is refused whatever else the body holds.
         command_fields_check(request.user, request.data)
-        return super().post(request, *args, **kwargs)
-
-    def perform_create(self, serializer) -> None:
-        serializer.instance = services.repository_register(**serializer.validated_data)
+        errors = FieldErrors()  # bad fields and a bad location: named together
+        data = body(RepositorySerializer, request, errors=errors)
+        if "path" in data:
+            where = {
+                "path": data["path"],
+                "target_branch": data.get("target_branch", "main"),
+                "init_if_missing": data.get("init_if_missing", False),
+            }
+            errors.check(partial(services.repository_location_validate, **where))
+        errors.raise_any()
+        repository = services.repository_register(**data)
+        return Response(RepositorySerializer(repository).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema_view(get=extend_schema(summary="Show a repository"))
@@ -302,7 +311,7 @@ class MergeRequestListView(generics.ListAPIView):
 
     serializer_class = MergeRequestSerializer
     filterset_class = MergeRequestFilter
-    queryset = MergeRequest.objects.order_by("-created_at", "-id")
+    queryset = MergeRequest.objects.prefetch_related("approvals").order_by("-created_at", "-id")
     search_fields = ["source_branch", "target_branch", "rig__slug"]
     ordering_fields = ["created_at", "priority", "state", "started_at", "finished_at"]
 
@@ -312,7 +321,7 @@ class MergeRequestDetailView(generics.RetrieveAPIView):
     """A merge request: its state, commits, conflicts and the tail of its gate's log."""
 
     serializer_class = MergeRequestSerializer
-    queryset = MergeRequest.objects.all()
+    queryset = MergeRequest.objects.prefetch_related("approvals")
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -226,6 +226,20 @@ class QueueRun:
             tip = start
         return tip
 
+    def refresh_awaiting(self) -> None:
+        """Requests waiting for a review show the branch's tip now (what a reviewer approves):
+        a worker reads it, so the diff page never reads a stale commit."""
+        waiting = list(self.queue().filter(state=S.AWAITING_REVIEW))
+        if not waiting:
+            return
+        tips = git.branch_tips(self.repository.path, {mr.source_branch for mr in waiting})
+        for mr in waiting:
+            tip = tips.get(mr.source_branch)
+            if tip and tip != mr.source_commit:
+                MergeRequest.objects.filter(pk=mr.pk, state=S.AWAITING_REVIEW).update(
+                    source_commit=tip, updated_at=timezone.now()
+                )
+
     def recover(self) -> None:
         """Requests a dead worker left in checking/testing: a candidate it published (its
         recorded `merge_commit` is on the target) is recorded as the landing it was; the rest
@@ -331,6 +345,18 @@ class QueueRun:
             if source != mr.source_commit:
                 MergeRequest.objects.filter(pk=mr.pk).update(source_commit=source)
                 mr.source_commit = source
+            if mr.reviews_required and services.approvals_of(mr, source) < mr.reviews_required:
+                # new commits since the approval: a person approves the new tip first
+                services.merge_request_transition(
+                    merge_request=mr,
+                    to=S.AWAITING_REVIEW,
+                    reason=f"new commits since the approval ({source[:10]}): it needs "
+                    f"{mr.reviews_required} approval(s) of that commit",
+                    claimed_by="",
+                    claim_expires_at=None,
+                    batch_id=None,
+                )
+                continue
             key = (candidate.tip, source)
             if key not in self.applied:
                 self.applied[key] = self.apply(candidate.tip, mr, source)
@@ -493,6 +519,7 @@ class QueueRun:
             self.repository.path, paths.gate_scratch_dir(self.repository.name)
         )
         self.recover()
+        self.refresh_awaiting()
         while True:
             self.renew()
             batch = self.claim(max(1, self.repository.batch_size))

@@ -59,6 +59,12 @@ class Repository(models.Model):
     auto_rebase = models.BooleanField(
         default=False, help_text="Rebase idle, clean rigs for their agents when the target moves."
     )
+    review_required = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10)],
+        help_text="Approvals (by operators, on the merge request's diff) a merge request needs "
+        "before it is gated; 0: none. A convoy may ask for more.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -225,6 +231,7 @@ class Rig(models.Model):
 
 
 class MergeRequestState(models.TextChoices):
+    AWAITING_REVIEW = "awaiting_review"
     QUEUED = "queued"
     CHECKING = "checking"
     TESTING = "testing"
@@ -242,8 +249,19 @@ class MergeRequest(models.Model):
 
     S = State
     TRANSITIONS = {
-        S.QUEUED: {S.CHECKING, S.SUPERSEDED, S.CANCELLED},
-        S.CHECKING: {S.TESTING, S.MERGED, S.CONFLICTED, S.FAILED, S.QUEUED, S.CANCELLED},
+        # awaiting_review: `reviews_required` approvals of its source commit let it queue
+        S.AWAITING_REVIEW: {S.QUEUED, S.SUPERSEDED, S.CANCELLED},
+        S.QUEUED: {S.CHECKING, S.SUPERSEDED, S.CANCELLED, S.AWAITING_REVIEW},
+        # checking → awaiting_review: the branch moved past the approved commit
+        S.CHECKING: {
+            S.TESTING,
+            S.MERGED,
+            S.CONFLICTED,
+            S.FAILED,
+            S.QUEUED,
+            S.CANCELLED,
+            S.AWAITING_REVIEW,
+        },
         # testing → checking: a failed batch is split and its halves rebuilt (bisect).
         S.TESTING: {S.MERGED, S.FAILED, S.CONFLICTED, S.QUEUED, S.CHECKING, S.CANCELLED},
         S.MERGED: set(),
@@ -252,7 +270,7 @@ class MergeRequest(models.Model):
         S.SUPERSEDED: set(),
         S.CANCELLED: set(),
     }
-    ACTIVE_STATES = (S.QUEUED, S.CHECKING, S.TESTING)
+    ACTIVE_STATES = (S.AWAITING_REVIEW, S.QUEUED, S.CHECKING, S.TESTING)
 
     rig = models.ForeignKey(
         Rig,
@@ -289,6 +307,11 @@ class MergeRequest(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     reason = models.TextField(blank=True, help_text="Why it ended the way it did.")
     requested_by = models.CharField(max_length=150, blank=True)
+    reviews_required = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Approvals of its source commit it needs before it is gated (the repository's "
+        "or its convoy's review_required when it was asked).",
+    )
     forced = models.BooleanField(
         default=False,
         help_text="Asked with force (`gt done --force`): queued without the open-work check "
@@ -304,7 +327,7 @@ class MergeRequest(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["repository", "source_branch", "target_branch"],
-                condition=Q(state__in=["queued", "checking", "testing"]),
+                condition=Q(state__in=["awaiting_review", "queued", "checking", "testing"]),
                 name="merge_request_one_active_per_branch",
             ),
             models.CheckConstraint(
@@ -327,6 +350,36 @@ class MergeRequest(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+
+class MergeApproval(models.Model):
+    """The review audit trail of a merge request: who approved (or asked for changes on) which
+    commit, when. An approval is for one commit: new commits need a new one."""
+
+    class Verdict(models.TextChoices):
+        APPROVED = "approved"
+        CHANGES_REQUESTED = "changes_requested", "changes requested"
+
+    merge_request = models.ForeignKey(
+        MergeRequest, on_delete=models.CASCADE, related_name="approvals"
+    )
+    commit = models.CharField(max_length=40)
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    by = models.CharField(max_length=150)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(verdict__in=["approved", "changes_requested"]),
+                name="merge_approval_verdict_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.by} {self.verdict} {self.commit[:10]} (MR {self.merge_request_id})"
 
 
 class MergeQueueLease(models.Model):

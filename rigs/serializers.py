@@ -1,11 +1,13 @@
 from rest_framework import serializers
 
-from rigs.models import Agent, MergeRequest, Repository, Rig
+from common.api import InputSerializer, KnownFields
+from rigs.models import Agent, MergeApproval, MergeRequest, Repository, Rig
+from rigs.validators import validate_branch_name, validate_globs, validate_slug
 
 ADMIN_ONLY = "Admin only (a command the server runs): anyone else setting it gets 403."
 
 
-class RepositorySerializer(serializers.ModelSerializer):
+class RepositorySerializer(KnownFields, serializers.ModelSerializer):
     class Meta:
         model = Repository
         fields = [
@@ -22,6 +24,7 @@ class RepositorySerializer(serializers.ModelSerializer):
             "merge_strategy",
             "batch_size",
             "auto_rebase",
+            "review_required",
             "created_at",
             "updated_at",
         ]
@@ -30,7 +33,7 @@ class RepositorySerializer(serializers.ModelSerializer):
         # fields are run (or copied) by the server: only admins may set them
         # (rigs.permissions.command_fields_check; anyone else gets 403 naming the field).
         extra_kwargs = {
-            "name": {"validators": []},
+            "name": {"validators": [validate_slug]},
             "path": {"validators": []},
             **{
                 name: {"help_text": f"{ADMIN_ONLY} {Repository._meta.get_field(name).help_text}"}
@@ -46,7 +49,7 @@ class ChangedFileSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
-class RigSerializer(serializers.ModelSerializer):
+class RigSerializer(KnownFields, serializers.ModelSerializer):
     repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
     agent = serializers.SlugRelatedField(
         slug_field="name", read_only=True, allow_null=True, help_text="the agent's name"
@@ -103,24 +106,47 @@ class RigSerializer(serializers.ModelSerializer):
         ]
 
 
-class RigCreateSerializer(serializers.Serializer):
-    slug = serializers.CharField(max_length=63)
+def _branch_or_blank(value: str) -> None:
+    if value:
+        validate_branch_name(value)
+
+
+class RigCreateSerializer(InputSerializer):
+    # (the service checks these again; here they are named with the other fields' problems)
+    slug = serializers.CharField(max_length=63, validators=[validate_slug])
     repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
     agent = serializers.CharField(
         required=False, allow_blank=True, help_text="Agent name (defaults to the caller)."
     )
-    scope = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-    watch = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    scope = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, validators=[validate_globs]
+    )
+    watch = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, validators=[validate_globs]
+    )
     sparse = serializers.BooleanField(required=False, default=False)
-    base_ref = serializers.CharField(required=False, allow_blank=True, default="")
+    base_ref = serializers.CharField(
+        required=False, allow_blank=True, default="", validators=[_branch_or_blank]
+    )
     role = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-class TeardownSerializer(serializers.Serializer):
+class TeardownSerializer(InputSerializer):
     force = serializers.BooleanField(required=False, default=False)
 
 
+class MergeApprovalSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MergeApproval
+        fields = ["id", "commit", "verdict", "by", "note", "created_at"]
+        read_only_fields = fields
+
+
 class MergeRequestSerializer(serializers.ModelSerializer):
+    approvals = MergeApprovalSerializer(
+        many=True, read_only=True, help_text="the review audit trail: who approved which commit"
+    )
+
     class Meta:
         model = MergeRequest
         fields = [
@@ -143,6 +169,8 @@ class MergeRequestSerializer(serializers.ModelSerializer):
             "reason",
             "requested_by",
             "forced",
+            "reviews_required",
+            "approvals",
             "created_at",
             "started_at",
             "finished_at",
@@ -151,7 +179,16 @@ class MergeRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MergeRequestCreateSerializer(serializers.Serializer):
+class MergeRequestReviewSerializer(InputSerializer):
+    commit = serializers.RegexField(
+        r"^[0-9a-f]{40}$", help_text="the source commit the diff showed (its full id)"
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, max_length=4000, help_text="what to change, or a remark"
+    )
+
+
+class MergeRequestCreateSerializer(InputSerializer):
     priority = serializers.IntegerField(
         required=False, default=2, min_value=0, max_value=4, help_text="0 is most urgent."
     )

@@ -4,6 +4,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html
 
 from common.admin import run_service_action
+from common.forms import AsciiNumbers
 from convoys.admin import RigWithBeadsAdmin
 from rigs.admin import ServiceModelAdmin, _service_call
 from rigs.models import Rig
@@ -102,7 +103,7 @@ class BudgetChangeList(ChangeList):
             budget._limit = limits[budget.pk]
 
 
-class BudgetForm(forms.ModelForm):
+class BudgetForm(AsciiNumbers, forms.ModelForm):
     """The scope follows from the one target chosen."""
 
     class Meta:

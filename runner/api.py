@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import FieldErrors, body
 from common.params import MAX_ID, parse_count
 from rigs.api import IdFilter, RigActionView
 from rigs.auth import calling_agent
@@ -197,10 +198,23 @@ class BudgetListView(generics.ListCreateAPIView):
         summary="Set a budget", request=BudgetCreateSerializer, responses={201: BudgetSerializer}
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
-        body = BudgetCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        budget = budgets.budget_save(budget=Budget(**body.validated_data), by=str(request.user))
+        errors = FieldErrors()  # the fields' problems and the budget's rules, named together
+        data = body(BudgetCreateSerializer, request, errors=errors)
+        if errors.detail:
+            targets = {"agent", "repository", "convoy"}
+            try:
+                budgets.budget_validate(Budget(**data))
+            except ValidationError as exc:
+                for name, messages in exc.message_dict.items():
+                    if name == "scope" and targets & set(errors.detail):
+                        continue  # (a bad target is named already)
+                    errors.detail.setdefault(name, messages)
+            errors.raise_any()
+        budget = budgets.budget_save(budget=Budget(**data), by=str(request.user))
         return Response(_budget_body(budget), status=status.HTTP_201_CREATED)
+
+
+_TARGET_FIXED = "a budget's target cannot change: delete it and set another."
 
 
 class BudgetDetailView(APIView):
@@ -226,14 +240,15 @@ class BudgetDetailView(APIView):
     )
     def patch(self, request: Request, pk: int) -> Response:
         budget = self.get_budget(request, pk)
+        errors = FieldErrors()  # every bad field named at once
+        data = body(BudgetChangeSerializer, request, errors=errors, partial=True)
         for name in ("scope", "agent", "repository", "convoy"):
-            if name in request.data:
-                raise ValidationError(
-                    {name: "a budget's target cannot change: delete it and set another."}
-                )
-        body = BudgetChangeSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        for name, value in body.validated_data.items():
+            if name in request.data:  # (said instead of "unknown field")
+                errors.detail[name] = [
+                    "a budget's target cannot change: delete it and set another."
+                ]
+        errors.raise_any()
+        for name, value in data.items():
             setattr(budget, name, value)
         budget = budgets.budget_save(budget=budget, by=str(request.user))
         return Response(_budget_body(budget))

@@ -189,7 +189,7 @@ def _limit_event(limit: Limit, before: str, after: str) -> None:
             "window": limit.window,
             "from": before,
             "to": after,
-            "spent_usd": str(limit.spent_usd),
+            "spent_usd": f"{limit.spent_usd:.4f}",
             "spent_tokens": limit.spent_tokens,
             "message": f"the {limit.title}: {limit.figures}",
         },
@@ -280,7 +280,7 @@ def budget_save(*, budget: Budget, by: str = "") -> Budget:
     set under what is already spent warns or stops now; one raised above it resolves its
     notice. Refused (ValidationError naming the field) without exactly one target, without a
     limit, or when its target already has a budget for that window."""
-    _budget_validate(budget)
+    budget_validate(budget)
     budget.set_by = by[:150]
     try:
         with transaction.atomic():
@@ -315,24 +315,30 @@ def _taken(budget: Budget) -> str:
     )
 
 
-def _budget_validate(budget: Budget) -> None:
+def budget_validate(budget: Budget) -> None:
+    """Every problem at once (ValidationError naming each field)."""
     targets = {
         Budget.Scope.AGENT: budget.agent_id,
         Budget.Scope.REPOSITORY: budget.repository_id,
         Budget.Scope.CONVOY: budget.convoy_id,
     }
     given = [scope for scope, target in targets.items() if target is not None]
+    errors: dict[str, str] = {}
     if len(given) != 1:
-        raise ValidationError({"scope": "name exactly one of agent, repository and convoy."})
-    budget.scope = given[0]
+        errors["scope"] = "name exactly one of agent, repository and convoy."
     if budget.limit_usd is None and budget.limit_tokens is None:
-        raise ValidationError({"limit_usd": "set a limit in dollars, in tokens, or both."})
-    if budget.limit_usd is not None and budget.limit_usd < 0:
-        raise ValidationError({"limit_usd": "a limit cannot be negative."})
+        errors["limit_usd"] = "set a limit in dollars, in tokens, or both."
+    elif budget.limit_usd is not None and budget.limit_usd < 0:
+        errors["limit_usd"] = "a limit cannot be negative."
+    if budget.limit_tokens is not None and budget.limit_tokens < 0:
+        errors["limit_tokens"] = "a limit cannot be negative."
     if budget.max_agents is not None and budget.max_agents < 1:
-        raise ValidationError({"max_agents": "at least 1 (leave it empty for no cap)."})
+        errors["max_agents"] = "at least 1 (leave it empty for no cap)."
     if budget.window not in Budget.Window.values:
-        raise ValidationError({"window": f"one of {', '.join(Budget.Window.values)}."})
+        errors["window"] = f"one of {', '.join(Budget.Window.values)}."
+    if errors:
+        raise ValidationError(errors)
+    budget.scope = given[0]
     field = {"agent": "agent_id", "repository": "repository_id", "convoy": "convoy_id"}[given[0]]
     same = Budget.objects.filter(**{field: targets[given[0]]}, window=budget.window)
     if same.exclude(pk=budget.pk).exists():

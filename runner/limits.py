@@ -136,7 +136,7 @@ class Limit:
     def percent(self) -> int:
         """How far along (the further of dollars and tokens), for bars and notices."""
         shares = [
-            int(spent * 100 / limit) if limit else (100 if spent else 0)
+            int(spent * 100 / limit) if limit else 100  # (a limit of 0 is reached at once)
             for spent, limit in self._pairs(self.spent_usd, self.spent_tokens)
         ]
         return min(999, max(shares, default=0))

@@ -2,6 +2,7 @@
 that limit what runs may spend."""
 
 import secrets
+from decimal import Decimal
 
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -161,7 +162,12 @@ class Budget(models.Model):
     )
     window = models.CharField(max_length=8, choices=Window.choices, default=Window.DAY)
     limit_usd = models.DecimalField(
-        max_digits=10, decimal_places=2, null=True, blank=True, help_text="Dollars; blank: none."
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Dollars; blank: none.",
+        validators=[MinValueValidator(Decimal(0), "a limit cannot be negative.")],
     )
     limit_tokens = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Input plus output tokens; blank: none."

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from common.api import InputSerializer
 from common.params import MAX_ID
 from convoys.models import Convoy
 from rigs.models import Agent, Repository
@@ -52,11 +53,11 @@ class AgentRunSerializer(serializers.ModelSerializer):
         return f"/api/v1/runs/{run.id}/log/"
 
 
-class RunLaunchSerializer(serializers.Serializer):
+class RunLaunchSerializer(InputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
 
 
-class RunUsageSerializer(serializers.Serializer):
+class RunUsageSerializer(InputSerializer):
     """An increment: what the agent used since its last report."""
 
     input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
@@ -136,7 +137,7 @@ class BudgetSerializer(serializers.ModelSerializer):
         return self._limit(budget).cap()
 
 
-class BudgetChangeSerializer(serializers.Serializer):
+class BudgetChangeSerializer(InputSerializer):
     """A budget's limits (PATCH: any of them)."""
 
     window = serializers.ChoiceField(choices=Budget.Window.choices, default=Budget.Window.DAY)

@@ -9,11 +9,11 @@ from django.contrib.messages.storage.cookie import MessageSerializer
 from django.core import signing
 from django.urls import reverse
 
-from convoys.models import Bead
+from convoys.models import Bead, ReviewComment
 from events.models import Event
 from notifications.models import Notification, Webhook, WebhookDelivery
 from rigs import services
-from rigs.models import Agent, ApiToken, MergeRequest, Rig, hash_token
+from rigs.models import Agent, ApiToken, MergeApproval, MergeRequest, Rig, hash_token
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -30,8 +30,10 @@ def populated():
     bead = factories.bead(rig=rig, leg=leg)
     dep = factories.bead(rig=rig)
     bead.dependencies.create(depends_on=dep)
-    factories.merge_request(rig=rig)
+    mr = factories.merge_request(rig=rig)
+    MergeApproval.objects.create(merge_request=mr, commit="a" * 40, verdict="approved", by="o")
     factories.notification(rig=rig)
+    ReviewComment.objects.create(rig=rig, author="olive", path="a.py", line=3, text="why?")
     factories.event(rig=rig, convoy=convoy)
     hook = Webhook.objects.create(repository=repo, url="http://127.0.0.1:9/h", secret="s")
     WebhookDelivery.objects.create(webhook=hook, event="notification.info", payload={})
@@ -250,6 +252,7 @@ def test_repository_and_agent_change_forms_save_through_services(admin_client, g
             "link_files": "[]",
             "merge_strategy": "merge",
             "batch_size": 4,
+            "review_required": 0,
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]

@@ -36,6 +36,14 @@ from convoys.api.coordination import (
 )
 from convoys.api.me import MeView, PrimeView
 from convoys.api.merge_requests import RigMergeRequestView
+from convoys.api.reviews import (
+    MergeRequestApproveView,
+    MergeRequestRequestChangesView,
+    ReviewCommentDetailView,
+    ReviewCommentListView,
+    ReviewCommentReplyView,
+    ReviewCommentResolveView,
+)
 
 __all__ = [
     "BeadBlockedView",
@@ -54,9 +62,15 @@ __all__ = [
     "ConvoyListView",
     "EscalationCreateView",
     "MeView",
+    "MergeRequestApproveView",
+    "MergeRequestRequestChangesView",
     "MessageCreateView",
     "NotificationAnswerView",
     "PrimeView",
+    "ReviewCommentDetailView",
+    "ReviewCommentListView",
+    "ReviewCommentReplyView",
+    "ReviewCommentResolveView",
     "RigMergeRequestView",
     "RigTurnEndView",
     "bead_row",

@@ -7,18 +7,13 @@ from django.db.models import QuerySet
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 
+from common.api import body  # noqa: F401 (the views' one way to read a body)
 from common.params import id_or_none
 from convoys.models import Bead
 from rigs.auth import calling_agent
 from rigs.permissions import may_write_bead
 
 SHORT_ID_RE = re.compile(r"^gt-[0-9a-z]{1,13}$")
-
-
-def body(serializer_class, request: Request, **kwargs) -> dict:
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 def get_object(queryset: QuerySet, what: str, pk, field: str | None = None):

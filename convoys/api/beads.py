@@ -6,14 +6,14 @@ from functools import partial
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import generics, pagination, status
+from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import FieldErrors
-from common.filters import list_param
+from common.api import FieldErrors, Pagination
+from common.filters import list_param, query_check
 from common.params import optional_id, parse_flag
 from convoys import services
 from convoys.api.base import bead_by_ref, body, check_bead_write, get_object
@@ -38,12 +38,10 @@ from rigs.permissions import is_operator
 _ID_FILTERS = ["rig", "leg", "convoy", "repository"]
 
 
-class BeadPagination(pagination.LimitOffsetPagination):
+class BeadPagination(Pagination):
     """limit/offset like the rest of the API, but the bead query runs once: its ids (an int
     each: the count is their number), then the page by primary key. The ready query is the
     expensive part; the default pagination would run it twice (COUNT, then the page)."""
-
-    max_limit = 200
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
@@ -110,14 +108,14 @@ def _create_args(request: Request) -> dict:
     """The body of `POST beads/` as `bead_create`'s arguments: ids resolved (one 400 naming
     every unknown one), and checked: agents create beads only in their own rigs, and add a
     `blocks` edge only to beads they may change (the edge belongs to the blocked bead)."""
-    data = body(BeadCreateSerializer, request)
     errors = FieldErrors()
+    data = body(BeadCreateSerializer, request, errors=errors)
     for name, qs in _HOMES.items():
         value = data.get(name)
         data[name] = None
         if value is not None:
             data[name] = errors.check(partial(get_object, qs, name, value, name))
-    refs = dict.fromkeys(data["blocks"])
+    refs = dict.fromkeys(data.get("blocks", []))
     data["blocks"] = [errors.check(partial(bead_by_ref, ref, "blocks")) for ref in refs]
     found_in = data.get("discovered_from")
     data["discovered_from"] = (
@@ -185,6 +183,7 @@ class BeadListView(generics.ListAPIView):
         pool = errors.check(partial(parse_flag, params, "pool"))
         ready = errors.check(partial(parse_flag, params, "ready"))
         status_ = errors.check(partial(_check_status, params.get("status")))
+        errors.check(partial(query_check, self.request, Bead.objects.none(), self))
         errors.raise_any()
         if ready:
             return beads_ready(**scope, pool=pool)

@@ -1,6 +1,8 @@
 """Convoys: list (each with its legs and progress), create, import a plan, detail, launch,
 cancel."""
 
+from functools import partial
+
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -9,10 +11,12 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import FieldErrors
 from convoys import services
 from convoys.api.base import body, get_object
 from convoys.models import Convoy
@@ -27,7 +31,7 @@ from convoys.serializers import (
     ConvoySerializer,
 )
 from rigs.api import IdFilter
-from rigs.models import Repository
+from rigs.models import Repository, Rig
 from rigs.permissions import ReadOrOperator
 
 
@@ -86,11 +90,20 @@ class ConvoyListView(generics.ListCreateAPIView):
         responses={201: ConvoyDetailSerializer},
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
-        data = body(ConvoyCreateSerializer, request)
-        data["repository"] = get_object(
-            Repository.objects.all(), "repository", data["repository"], "repository"
-        )
-        data["legs"] = [dict(leg) for leg in data["legs"]]
+        errors = FieldErrors()  # bad fields, an unknown repository, unknown rigs: named together
+        data = body(ConvoyCreateSerializer, request, errors=errors)
+        if "repository" in data:
+            get = partial(get_object, Repository.objects.all(), "repository", data["repository"])
+            data["repository"] = errors.check(partial(get, "repository"))
+        data["legs"] = [dict(leg) for leg in data.get("legs", [])]
+        if errors.detail:  # (else the service names every leg's problem, unknown rigs too)
+            rig_ids = {leg["rig"] for leg in data["legs"] if leg.get("rig") is not None}
+            known = set(Rig.objects.filter(pk__in=rig_ids).values_list("pk", flat=True))
+            for index, leg in enumerate(data["legs"]):
+                if leg.get("rig") is not None and leg["rig"] not in known:
+                    field = f"legs[{index}].rig"
+                    errors.add(ValidationError({field: f"rig {leg['rig']} does not exist."}))
+        errors.raise_any()
         data["slug"] = data["slug"] or None
         convoy = services.convoy_create(**data, created_by=request.user)
         return Response(_detail(convoy), status=status.HTTP_201_CREATED)

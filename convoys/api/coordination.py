@@ -8,16 +8,17 @@ from functools import partial
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import FieldErrors
+from common.errors import Refusal
+from common.filters import query_check
 from common.params import id_or_none, optional_id
 from convoys.api.base import bead_by_ref, body, get_object
 from convoys.api.beads import _ID_FILTERS, BEAD_PATH, SCOPE_PARAMS, BeadPagination
-from convoys.models import BeadComment
+from convoys.models import Bead, BeadComment
 from convoys.selectors import beads_blocked, beads_blocked_reasons, rigs_current_legs
 from convoys.serializers import (
     AnswerResultSerializer,
@@ -93,12 +94,12 @@ class MessageCreateView(APIView):
         responses={201: MessageResultSerializer},
     )
     def post(self, request: Request) -> Response:
-        data = body(MessageCreateSerializer, request)
         agent = calling_agent(request)
         if agent is None and not is_operator(request.user):
             raise PermissionDenied("Only agents and operators send messages.")
         repositories = agent_repository_ids(agent) if agent is not None else None
-        errors = FieldErrors()  # a bad `from_rig` and a bad `reply_to` are named together
+        errors = FieldErrors()  # bad fields, a bad `from_rig`, `reply_to`, `to…`: named together
+        data = body(MessageCreateSerializer, request, errors=errors)
         from_rig = None
         if data.get("from_rig") is not None:
             if agent is None:
@@ -108,12 +109,20 @@ class MessageCreateView(APIView):
         reply_to = None
         if data.get("reply_to") is not None:
             reply_to = errors.check(partial(_notification, data["reply_to"], "reply_to"))
+        addressing = {k: data.get(k) for k in ("to", "to_rig", "to_agent", "to_convoy")}
+        found = None
+        if "reply_to" not in data:  # (a reply is addressed below, once its notice is known)
+            find = partial(coordination.message_recipients, **addressing, repositories=repositories)
+            try:
+                found = errors.check(find)
+            except Refusal:  # (nobody to tell: said once the fields are right)
+                if not errors.detail:
+                    raise
         errors.raise_any()
         if reply_to is not None and agent is not None and agent.pk not in _inbox_agents(reply_to):
             raise PermissionDenied(
                 f"notification {reply_to.pk} is not in your inbox: reply to your own."
             )
-        addressing = {k: data.get(k) for k in ("to", "to_rig", "to_agent", "to_convoy")}
         if reply_to is not None and not any(v not in (None, "") for v in addressing.values()):
             back = reply_to.source_rig
             if back is not None and agent is not None and back.agent_id == agent.pk:
@@ -128,7 +137,7 @@ class MessageCreateView(APIView):
                 )  # fmt: skip
             # to the rig it came from; when that rig's work is over, to its agent's rig with work
             addressing.update(coordination.reply_address(back))
-        recipients, addressed = coordination.message_recipients(
+        recipients, addressed = found or coordination.message_recipients(
             **addressing, repositories=repositories
         )
         for rig in recipients:
@@ -175,8 +184,8 @@ class EscalationCreateView(APIView):
             raise PermissionDenied(
                 "Agents escalate; people answer escalations (POST notifications/{id}/answer/)."
             )
-        data = body(EscalationCreateSerializer, request)
-        errors = FieldErrors()  # a bad `bead` and a bad `rig` are named together
+        errors = FieldErrors()  # bad fields, a bad `bead` and a bad `rig`: named together
+        data = body(EscalationCreateSerializer, request, errors=errors)
         bead = rig = None
         if data.get("bead") is not None:
             bead = errors.check(partial(bead_by_ref, data["bead"], "bead"))
@@ -250,11 +259,6 @@ class RigTurnEndView(APIView):
         return Response(NotificationSerializer(notice).data, status=status.HTTP_201_CREATED)
 
 
-class CommentPagination(LimitOffsetPagination):
-    default_limit = 50
-    max_limit = 200
-
-
 @extend_schema(parameters=[BEAD_PATH])
 @extend_schema_view(
     get=extend_schema(
@@ -266,7 +270,6 @@ class BeadCommentView(generics.ListAPIView):
     they work in; operators anywhere). Someone else's comment is told to the bead's rig."""
 
     serializer_class = BeadCommentSerializer
-    pagination_class = CommentPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # (the schema's generator: no bead)
@@ -342,6 +345,7 @@ class BeadBlockedView(generics.ListAPIView):
         params = self.request.query_params
         errors = FieldErrors()
         scope = {name: errors.check(partial(optional_id, params, name)) for name in _ID_FILTERS}
+        errors.check(partial(query_check, self.request, Bead.objects.none(), self))
         errors.raise_any()
         return beads_blocked(**scope)
 

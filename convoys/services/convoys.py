@@ -104,6 +104,7 @@ def convoy_create(
     slug: str | None = None,
     use_integration_branch: bool = False,
     budget_usd: Decimal | None = None,
+    review_required: int = 0,
     created_by=None,
 ) -> Convoy:
     """A draft convoy with its legs. Everything is checked before anything is written.
@@ -136,6 +137,12 @@ def convoy_create(
                 errors["slug"] = f"a convoy '{slug}' already exists."
     if budget_usd is not None and budget_usd < 0:
         errors["budget_usd"] = "a budget cannot be negative."
+    if (
+        isinstance(review_required, bool)
+        or not isinstance(review_required, int)
+        or not (0 <= review_required <= 10)
+    ):
+        errors["review_required"] = "a number of approvals from 0 to 10."
     if use_integration_branch and slug and target_branch == f"convoy/{slug}":
         errors["target_branch"] = "the target cannot be the convoy's own integration branch."
     if errors:
@@ -152,6 +159,7 @@ def convoy_create(
                 target_branch=target_branch,
                 use_integration_branch=use_integration_branch,
                 budget_usd=budget_usd,
+                review_required=review_required,
                 created_by=created_by,
             )
     except IntegrityError as exc:
@@ -523,6 +531,9 @@ def rig_merge_request(
                 total = len(beads) if len(beads) < OPEN_WORK_LISTED else open_beads.count()
                 if beads or dirty.dirty:
                     raise OpenWork(_open_work_message(rig, leg, beads, total, dirty))
+        reviews = rig.repository.review_required
+        if leg is not None:
+            reviews = max(reviews, leg.convoy.review_required)
         return rig_services.merge_request_create(
             repository=rig.repository,
             source_branch=rig.branch,
@@ -531,4 +542,5 @@ def rig_merge_request(
             priority=priority,
             requested_by=requested_by[:150],
             forced=force,
+            reviews_required=reviews,
         )

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from rigs.git.refs import _commit
-from rigs.git.run import StrPath, common_dir, run
+from rigs.git.run import DEFAULT_TIMEOUT, StrPath, common_dir, run
 from rigs.git.symbols import DIFF_ATTRIBUTES, patch_symbols
 
 logger = logging.getLogger("rigs.git")
@@ -26,10 +26,13 @@ class FileChange:
     old_path: str | None = None  # for renames and copies
 
 
-def diff_numstat(repo: StrPath, base: str, head: str) -> list[FileChange]:
+def diff_numstat(
+    repo: StrPath, base: str, head: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[FileChange]:
     """Per-file line counts; ``-z`` keeps renamed and oddly named paths unambiguous."""
     b, h = _commit(repo, base), _commit(repo, head)
-    tokens = run(repo, "diff-tree", "-r", "-M", "--raw", "--numstat", "-z", b, h).split("\0")
+    args = ["diff-tree", "-r", "-M", "--raw", "--numstat", "-z", b, h]
+    tokens = run(repo, *args, timeout=timeout).split("\0")
     raw: list[tuple[str, str | None, str]] = []
     counts: list[tuple[int | None, int | None]] = []
     i = 0
@@ -217,3 +220,117 @@ def diff_hunks(repo: StrPath, base: str, head: str, paths: list[str]) -> dict[st
             flags_of.add("binary")
     close_file()
     return files
+
+
+# --- one file's patch, for people to read (the board's diff view) -------------------------------
+
+FULL_CONTEXT = 1_000_000  # "-U" large enough that every unchanged line of a file comes along
+PATCH_MAX_BYTES = 4_000_000  # past this, a file's patch is summarised, not returned
+
+
+@dataclass(frozen=True)
+class PatchLine:
+    """One line of a file's patch: ``kind`` is ``" "`` (unchanged), ``"-"`` (only in the base),
+    ``"+"`` (only in the head) or ``"@"`` (a hunk header: lines between hunks are not in the
+    patch); ``old``/``new`` its 1-based line numbers on each side (None where it is absent)."""
+
+    kind: str
+    old: int | None
+    new: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class FilePatch:
+    path: str
+    old_path: str | None = None  # the base's name of a renamed or copied file
+    lines: tuple[PatchLine, ...] = ()
+    binary: bool = False  # changed, but git shows no lines
+    too_large: bool = False  # the patch passed ``max_bytes``: no lines
+    size: int = 0  # bytes of patch git wrote
+    old_newline: bool = True  # whether each side's last line ends with a newline
+    new_newline: bool = True
+
+
+def _readable(text: str) -> str:
+    """git's output as text people can read: bytes that are not UTF-8 (GitPython keeps them as
+    surrogates) become U+FFFD, so a page can always encode them."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def diff_file(
+    repo: StrPath,
+    base: str,
+    head: str,
+    path: str,
+    old_path: str | None = None,
+    *,
+    context: int = FULL_CONTEXT,
+    max_bytes: int = PATCH_MAX_BYTES,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> FilePatch:
+    """The patch of one file between two commits, parsed into lines with their numbers. With
+    the default ``context`` every unchanged line comes along (one hunk: the whole file, so a
+    reader can unfold any of it). ``old_path`` names the base's side of a rename (both paths go
+    to git, after ``--``, so it detects the rename). One ``git diff``."""
+    b, h = _commit(repo, base), _commit(repo, head)
+    flags = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-relative", "-M"]
+    flags += [f"-U{int(context)}", "--src-prefix=a/", "--dst-prefix=b/", b, h, "--", path]
+    if old_path and old_path != path:
+        flags.append(old_path)
+    out = run(
+        repo, "-c", "core.quotePath=false", "--literal-pathspecs", "diff", *flags, timeout=timeout
+    )
+    size = len(out)
+    if size > max_bytes:
+        return FilePatch(path, old_path, too_large=True, size=size)
+    lines: list[PatchLine] = []
+    binary, in_hunk, old_no, new_no = False, False, 0, 0
+    newline = {"-": True, "+": True}
+    last_kind = " "
+    for line in _readable(out).split("\n"):
+        if not in_hunk:
+            if line.startswith("Binary files ") or line == "GIT binary patch":
+                binary = True
+            if not line.startswith("@@ "):
+                continue
+            in_hunk = True
+        if line.startswith("@@ "):
+            match = _HUNK_HEADER.match(line)
+            if match is None:
+                continue
+            old_no, new_no = int(match.group(1)), int(match.group(3))
+            if lines or old_no > 1 or new_no > 1:  # lines before the first hunk are not shown
+                lines.append(PatchLine("@", old_no, new_no, line))
+            continue
+        if line.startswith("diff --git "):  # a second file (a copy source): stop at it
+            break
+        kind, text = line[:1], line[1:]
+        if kind == " ":
+            lines.append(PatchLine(" ", old_no, new_no, text))
+            old_no, new_no = old_no + 1, new_no + 1
+        elif kind == "-":
+            lines.append(PatchLine("-", old_no, None, text))
+            old_no += 1
+        elif kind == "+":
+            lines.append(PatchLine("+", None, new_no, text))
+            new_no += 1
+        elif kind == "\\":  # "\ No newline at end of file", about the line before it
+            if last_kind == " ":
+                newline["-"] = newline["+"] = False
+            else:
+                newline[last_kind] = False
+        last_kind = kind if kind in " -+" else last_kind
+    return FilePatch(
+        path,
+        old_path,
+        tuple(lines),
+        binary=binary,
+        size=size,
+        old_newline=newline["-"],
+        new_newline=newline["+"],
+    )

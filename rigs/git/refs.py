@@ -198,8 +198,10 @@ def branch_tips(
     return tips
 
 
-def merge_base(repo: StrPath, a: str, b: str) -> str | None:
-    return _ok(repo, "merge-base", _commit(repo, a), _commit(repo, b))
+def merge_base(repo: StrPath, a: str, b: str, *, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """The best common ancestor of two commits, or None (unrelated histories)."""
+    status, out, _ = _execute(repo, ["merge-base", _commit(repo, a), _commit(repo, b)], timeout)
+    return out if status == 0 else None
 
 
 def is_ancestor(repo: StrPath, ancestor: str, descendant: str) -> bool:

@@ -12,7 +12,7 @@ from common.faults import fault_point
 from common.statemachine import StaleState, transition
 from events.services import event_append
 from rigs import signals, tasks
-from rigs.models import MergeRequest, Repository, Rig
+from rigs.models import MergeApproval, MergeRequest, Repository, Rig
 from rigs.services.base import _merge_request_state_event, _validate_field
 from rigs.services.rigs import rig_transition
 from rigs.validators import validate_branch_name
@@ -85,11 +85,13 @@ def merge_request_create(
     priority: int = 2,
     requested_by: str = "",
     forced: bool = False,
+    reviews_required: int = 0,
 ) -> MergeRequest:
-    """Queue `source_branch` to land on `target_branch`. A queued request for the same branch is
-    superseded (its newer tip is what lands); one already being checked refuses with 409.
-    `forced`: the caller overrode a refusal (open work); recorded on the request and in its
-    first event."""
+    """Queue `source_branch` to land on `target_branch`. A queued (or awaiting review) request
+    for the same branch is superseded (its newer tip is what lands); one already being checked
+    refuses with 409. `forced`: the caller overrode a refusal (open work); recorded on the
+    request and in its first event. `reviews_required` > 0: it waits in `awaiting_review` until
+    that many operators approve its source commit (`merge_request_review_record`)."""
     _validate_field("source_branch", validate_branch_name, source_branch)
     _validate_field("target_branch", validate_branch_name, target_branch)
     if source_branch == target_branch:
@@ -109,7 +111,7 @@ def merge_request_create(
         )
     )
     for previous in active:
-        if previous.state != MergeRequest.State.QUEUED:
+        if previous.state not in (MergeRequest.State.QUEUED, MergeRequest.State.AWAITING_REVIEW):
             raise MergeInProgress(
                 f"merge request {previous.id} for {source_branch} is {previous.state}; "
                 "wait for it to finish, then ask again."
@@ -128,10 +130,17 @@ def merge_request_create(
         priority=priority,
         requested_by=requested_by,
         forced=forced,
+        reviews_required=max(0, reviews_required),
+        state=MergeRequest.State.AWAITING_REVIEW
+        if reviews_required > 0
+        else MergeRequest.State.QUEUED,
     )
     _merge_request_state_event(merge_request, "", merge_request.state, forced=forced)
     signals.merge_request_state_changed.send(
-        sender=MergeRequest, merge_request=merge_request, old_state="", new_state="queued"
+        sender=MergeRequest,
+        merge_request=merge_request,
+        old_state="",
+        new_state=merge_request.state,
     )
     if rig is not None and rig.state != Rig.State.MERGING:
         rig_transition(rig=rig, to=Rig.State.MERGING, reason=f"merge request {merge_request.id}")
@@ -200,3 +209,84 @@ def merge_requests_landed(
         changed_paths=changed_paths,
     )
     fault_point("landing.recording")  # (the fault campaign: inside the landing's transaction)
+
+
+class ReviewRefused(Refusal):
+    """A review that does not apply: the request is not waiting for one, or the diff reviewed
+    is not its current source commit."""
+
+    code = "not_awaiting_review"
+    field = "merge_request"
+
+
+def approvals_of(merge_request: MergeRequest, commit: str) -> int:
+    """How many people approved ``commit`` of the request (each counts once)."""
+    return (
+        MergeApproval.objects.filter(
+            merge_request=merge_request, commit=commit, verdict=MergeApproval.Verdict.APPROVED
+        )
+        .values("by")
+        .distinct()
+        .count()
+    )
+
+
+@transaction.atomic
+def merge_request_review_record(
+    *, merge_request: MergeRequest, verdict: str, by: str, commit: str, note: str = ""
+) -> MergeApproval:
+    """An operator's verdict on a merge request's source commit, kept as its audit trail
+    (`merge_request.reviewed` event). Approved: once `reviews_required` people approved that
+    commit, the request is queued for gating. Changes requested: the request is cancelled and
+    its rig goes back to work (the caller tells the agent why). ``commit`` must be the request's
+    source commit now (the diff the reviewer saw): else 409 `stale_commit`."""
+    # (the rig is a nullable join: PostgreSQL locks the request's row only, `of=("self",)`)
+    locked = (
+        MergeRequest.objects.select_for_update(of=("self",))
+        .select_related("rig")
+        .get(pk=merge_request.pk)
+    )
+    waiting = (MergeRequest.State.AWAITING_REVIEW,)
+    if verdict == MergeApproval.Verdict.CHANGES_REQUESTED:
+        waiting += (MergeRequest.State.QUEUED,)
+    if locked.state not in waiting:
+        raise ReviewRefused(
+            f"merge request #{locked.id} is {locked.state}: "
+            + ("it does not wait for a review." if locked.state != "queued" else "it is approved.")
+        )
+    if verdict not in MergeApproval.Verdict.values:
+        raise ValidationError({"verdict": "approved or changes_requested."})
+    if commit != locked.source_commit:
+        raise ReviewRefused(
+            f"merge request #{locked.id} is at {locked.source_commit[:10] or 'no commit yet'} "
+            f"now, not {commit[:10] or '(none)'}: review the current diff.",
+            code="stale_commit",
+            field="commit",
+        )
+    approval = MergeApproval.objects.create(
+        merge_request=locked, commit=commit, verdict=verdict, by=by[:150], note=note
+    )
+    count = approvals_of(locked, commit)
+    event_append(
+        "merge_request.reviewed",
+        {"merge_request": locked.id, "commit": commit, "verdict": verdict, "by": approval.by,
+         "approvals": count, "required": locked.reviews_required},
+        repository_id=locked.repository_id,
+        rig_id=locked.rig_id,
+    )  # fmt: skip
+    if verdict == MergeApproval.Verdict.CHANGES_REQUESTED:
+        merge_request_finish(
+            merge_request=locked,
+            to=MergeRequest.State.CANCELLED,
+            reason=f"changes requested by {approval.by}" + (f": {note}" if note else ""),
+        )
+    elif count >= locked.reviews_required:
+        merge_request_transition(
+            merge_request=locked,
+            to=MergeRequest.State.QUEUED,
+            reason=f"approved by {approval.by} at {commit[:10]}",
+        )
+        repository_id, target = locked.repository_id, locked.target_branch
+        transaction.on_commit(lambda: tasks.merge_queue_process.delay(repository_id, target))
+    merge_request.refresh_from_db()
+    return approval

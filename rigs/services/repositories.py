@@ -57,6 +57,7 @@ def repository_register(
     merge_strategy: str = Repository.MergeStrategy.MERGE,
     batch_size: int = 4,
     auto_rebase: bool = False,
+    review_required: int = 0,
 ) -> Repository:
     """Register a repository. The path must stay inside the repository roots; an existing
     repository must have the target branch. With `init_if_missing` a new bare repository is
@@ -77,6 +78,7 @@ def repository_register(
         merge_strategy=merge_strategy,
         batch_size=batch_size,
         auto_rebase=auto_rebase,
+        review_required=review_required,
     )
     _full_clean(repository)
     repository.save()
@@ -103,6 +105,7 @@ REPOSITORY_EDITABLE = (
     "merge_strategy",
     "batch_size",
     "auto_rebase",
+    "review_required",
 )
 
 

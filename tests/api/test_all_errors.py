@@ -112,3 +112,58 @@ def test_an_invalid_plan_lists_its_errors_with_their_lines(operator):
     assert error["code"] == "invalid_plan" and error["field"] == "plan"
     assert error["errors"] and all({"line", "field", "code", "message"} <= set(e) for e in
                                    error["errors"])  # fmt: skip
+
+
+def test_bad_fields_and_unknown_ids_are_named_together(rig, operator):
+    """A field's own problem and an id looked up afterwards come in the same 400 (a client
+    fixing the first should not meet the second only on its next try)."""
+    response = rig.client.post(
+        "/api/v1/beads/",
+        {"title": "x", "rig": rig.id, "priority": 7, "blocks": ["gt-nope1"]},
+        format="json",
+    )
+    assert set(fields_of(response)) == {"priority", "blocks"}
+    response = operator.post(
+        "/api/v1/convoys/",
+        {"title": "", "repository": 999999, "legs": [{"key": "a", "title": "A", "rig": 999999}]},
+        format="json",
+    )
+    assert set(fields_of(response)) == {"title", "repository", "legs[0].rig"}
+    response = operator.post(
+        "/api/v1/rigs/", {"repository": 999999, "slug": "../../etc"}, format="json"
+    )
+    assert set(fields_of(response)) == {"repository", "slug"}
+    response = rig.client.post(
+        "/api/v1/messages/", {"to_rig": 999999, "text": "", "reply_to": 999999}, format="json"
+    )
+    assert set(fields_of(response)) == {"text", "reply_to"}
+    response = rig.client.post("/api/v1/messages/", {"to_rig": 999999, "text": ""}, format="json")
+    assert set(fields_of(response)) == {"text", "to_rig"}
+    response = operator.post("/api/v1/budgets/", {"window": "week"}, format="json")
+    assert set(fields_of(response)) == {"scope", "limit_usd"}
+    response = operator.post(
+        "/api/v1/budgets/", {"agent": "ghost", "window": "year", "max_agents": 0}, format="json"
+    )
+    assert set(fields_of(response)) == {"agent", "window", "max_agents", "limit_usd"}
+
+
+def test_unknown_body_fields_are_named(rig, operator):
+    """A key a body does not take is refused with the others (a typo is not dropped in
+    silence); a read-only field sent back with an object it was read from is fine."""
+    response = rig.client.post(
+        "/api/v1/beads/", {"title": "t", "rig": rig.id, "priorty": 1}, format="json"
+    )
+    error = error_of(response)
+    assert fields_of(response) == ["priorty"] and error["code"] == "unknown_field"
+    assert "this takes:" in error["message"] and "priority" in error["message"]
+    response = operator.post(
+        "/api/v1/convoys/",
+        {"title": "T", "repository": 1, "legs": [{"key": "a", "title": "A", "bogus": 1}]},
+        format="json",
+    )
+    assert "legs[0].bogus" in fields_of(response)
+    shown = rig.client.get(f"/api/v1/rigs/{rig.id}/").json()
+    response = rig.client.patch(
+        f"/api/v1/rigs/{rig.id}/", {"id": shown["id"], "notify_level": "all"}, format="json"
+    )
+    assert response.status_code == 200, response.content

@@ -234,3 +234,35 @@ def test_search_and_ordering_queries_do_not_grow(make_agent, url, django_assert_
         response = client.get(url)
     assert response.status_code == 200 and response.json()["count"] >= 22
     assert len(small) <= 7, [q["sql"] for q in small.captured_queries]
+
+
+def test_every_query_problem_is_named_at_once(operator):
+    """Unknown names, a bad filter value, a bad ordering, a bad limit, a parameter given twice
+    and non-ASCII digits: one 400 names them all (not one per round trip)."""
+    client = operator
+    response = client.get(
+        "/api/v1/rigs/?ordering=nope&state=zz&bogus=1&limit=abc&offset=-1&repository=%D9%A1"
+        "&slug=a&slug=b"
+    )
+    assert response.status_code == 400
+    fields = {e["field"] for e in response.json()["error"]["errors"]}
+    assert fields == {
+        "ordering",
+        "state",
+        "bogus",
+        "limit",
+        "offset",
+        "repository",
+        "slug",
+    }
+    response = client.get("/api/v1/beads/?rig=x&ready=maybe&bogus=1&ordering=nope&limit=0")
+    assert response.status_code == 400
+    fields = {e["field"] for e in response.json()["error"]["errors"]}
+    assert fields == {"rig", "ready", "bogus", "ordering", "limit"}
+    response = client.get("/api/v1/events/?after=x&limit=y&bogus=1")
+    fields = {e["field"] for e in response.json()["error"]["errors"]}
+    assert response.status_code == 400 and fields == {"after", "limit", "bogus"}
+    response = client.get("/api/v1/rigs/?format=bogus")
+    assert response.status_code == 400 and error_of(response)["field"] == "format"
+    # a multiple-choice filter may repeat; a limit past the maximum is clamped, not refused
+    assert client.get("/api/v1/convoys/?state=draft&state=landed&limit=100000").status_code == 200

@@ -27,7 +27,7 @@ from tests.rigs.helpers import commit_file, register, wait_for, wait_rig_state
 GT = BASE_DIR / "bin" / "gt"
 TOOLS = [
     "prime", "ready", "show", "claim", "update", "close", "comment", "send", "escalate",
-    "inbox", "ack", "done",
+    "review", "inbox", "ack", "done",
 ]  # fmt: skip
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -107,7 +107,7 @@ def test_protocol_over_stdio():
     unset = by_id[10]["result"]  # no GT_TOKEN: said in the result, the server keeps serving
     assert unset["isError"] and "GT_TOKEN is not set" in unset["content"][0]["text"]
     assert unset["structuredContent"]["exit_code"] == 3
-    assert "gt mcp: serving 12 tools" in log
+    assert "gt mcp: serving 13 tools" in log
     assert f"(rig: decided per call from {os.getcwd()} (GT_TOKEN is not set))" in log
 
     future = {**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": "2099-01-01"}}

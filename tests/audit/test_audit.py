@@ -356,3 +356,20 @@ def test_a_landing_published_but_not_recorded_is_stranded_not_unrecorded(landed,
     assert repaired.clean, repaired.text()
     mr.refresh_from_db()
     assert mr.state == S.MERGED and mr.merge_commit == git.resolve_branch(landed["repo"], "main")
+
+
+def test_a_request_awaiting_review_is_not_stranded(landed):
+    """It waits for a person, not a worker: no lease, no claim, and no violation however long."""
+    wip = landed["rigs"]["wip"]
+    with transaction.atomic():
+        mr = services.merge_request_create(
+            repository=wip.repository,
+            source_branch=wip.branch,
+            target_branch="main",
+            rig=wip,
+            reviews_required=1,
+        )
+    MergeRequest.objects.filter(pk=mr.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert mr.state == S.AWAITING_REVIEW
+    report = audit_run()
+    assert report.clean, report.text()

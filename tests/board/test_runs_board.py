@@ -393,7 +393,9 @@ def test_the_form_takes_an_optional_budget(operator_client, repo, typed, budget)
         ("-5", "a budget cannot be negative"),
         ("1.234", "at most two decimal places"),
         ("NaN", "enter an amount in dollars"),
-        ("1e12", "at most $99,999,999.99"),
+        ("1e3", "enter an amount in dollars"),
+        ("123456789012", "at most $99,999,999.99"),
+        ("\u0661\u0662", "enter an amount in dollars"),
     ],
 )
 def test_the_form_refuses_a_bad_budget_and_keeps_what_was_typed(

@@ -197,3 +197,38 @@ def test_bad_bead_references_in_bodies_are_400s(make_agent, value):
         response = client.post(url, body, format="json")
         assert response.status_code == 400, (url, value, response.content[:200])
         error_of(response)
+
+
+def test_a_chunked_body_is_411_not_read_as_empty(operator):
+    response = operator.generic(
+        "POST",
+        "/api/v1/beads/",
+        b"",  # (what Django reads of a chunked body: nothing)
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert response.status_code == 411
+    assert response.json()["error"]["code"] == "length_required"
+
+
+@pytest.mark.parametrize("digits", ["\u0661\u0662", "\u00b2"])
+def test_digits_other_than_ascii_are_refused_in_bodies_and_forms(operator, digits, client):
+    """'١٢' is 12 to `int()`: the API, the board's forms and the admin take 0-9 only."""
+    from django.contrib.auth import get_user_model
+
+    response = operator.post(
+        "/api/v1/budgets/",
+        {"agent": "nobody", "limit_usd": digits, "limit_tokens": digits, "max_agents": digits},
+        format="json",
+    )
+    assert response.status_code == 400
+    fields = {e["field"] for e in response.json()["error"]["errors"]}
+    assert {"limit_usd", "limit_tokens", "max_agents"} <= fields
+    admin = get_user_model().objects.create_superuser("root", password="pw-123456789")
+    client.force_login(admin)
+    response = client.post(
+        "/admin/runner/budget/add/", {"window": "day", "limit_usd": digits, "limit_tokens": ""}
+    )
+    assert response.status_code == 200 and "errornote" in response.content.decode()  # not saved
+    if digits.isdecimal():  # ('²' is no number to Django at all)
+        assert "digits in ASCII only" in response.content.decode()

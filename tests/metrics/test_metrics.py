@@ -278,4 +278,5 @@ def test_a_scrape_costs_the_same_few_queries_however_many_rows(seeded, django_as
         factories.notification(rig=factories.rig(repository=repo), kind="overlap")
     with django_assert_num_queries(9):
         found = scrape(client)
-    assert len({labels for name, labels in found if name == "gastown_merge_queue_depth"}) == 18
+    # 6 queues x 4 active states (awaiting_review, queued, checking, testing)
+    assert len({labels for name, labels in found if name == "gastown_merge_queue_depth"}) == 24
