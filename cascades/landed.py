@@ -27,6 +27,7 @@ from cascades.watch import (
     path_matches,
     rig_watch_patterns,
 )
+from common.faults import fault_point
 from convoys.models import Leg
 from convoys.selectors import merge_target_for_rig
 from notifications.models import Notification
@@ -253,6 +254,7 @@ def cascade_merge_landed(
     )
     if not change.files:
         return []
+    fault_point("cascade.reading")
     sources = [mr.rig for mr in merge_requests if mr.rig is not None]
     what = _describe(sources, target_branch)
     cascade, depth = _cascade_of(sources, merge_requests)

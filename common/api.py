@@ -14,6 +14,10 @@ Exceptions map to statuses here, so views stay thin:
 | IntegrityError (a racing insert) | 409 | `conflict` |
 | ObjectDoesNotExist | 404 | `not_found` |
 | OverflowError, DataError (numbers out of range) | 400 | `out_of_range` |
+| OperationalError, InterfaceError (the database went away) | 503 | `database_unavailable` |
+
+A 503 changed nothing: the transaction that failed was rolled back whole. Retry after a moment
+(`Retry-After`).
 """
 
 from collections.abc import Callable, Mapping
@@ -23,7 +27,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, pagination, serializers, status
 from rest_framework.exceptions import ErrorDetail
@@ -121,8 +125,22 @@ class FieldErrors:
             raise exceptions.ValidationError(self.detail)
 
 
+DATABASE_UNAVAILABLE = (
+    "the database is unavailable (its connection was dropped); nothing was changed: retry in a "
+    "moment."
+)
+RETRY_AFTER_SECONDS = 5
+
+
 def _domain_error(exc: Exception) -> Response | None:
     """Exceptions of the domain (and of the database) that are not DRF's own."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return error_response(
+            "database_unavailable",
+            DATABASE_UNAVAILABLE,
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, Refusal):  # (its own body: a subclass may list more, like a plan's errors)
         return Response(exc.as_body(), status=exc.status)
     if isinstance(exc, RequestDataTooBig):

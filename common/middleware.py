@@ -7,10 +7,12 @@ import uuid
 
 from django.conf import settings
 from django.core.signals import request_finished
+from django.db import InterfaceError, OperationalError
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from common import metrics
+from common.api import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
 from common.errors import error_body
 from common.logs import log_context_clear, log_context_set
 
@@ -105,3 +107,25 @@ class BodySizeLimitMiddleware:
             if len(declared) > 18 or int(declared) > limit:
                 return body_too_large(limit)
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """A page whose database connection was dropped (PostgreSQL restarted, a connection
+    terminated) answers 503 with the API's error body and Retry-After, not a 500: its
+    transaction was rolled back whole, so retrying is safe. (The API's own views get the same
+    from `common.api.exception_handler`.)"""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        response = JsonResponse(
+            error_body("database_unavailable", DATABASE_UNAVAILABLE), status=503
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response

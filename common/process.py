@@ -353,6 +353,21 @@ def group_signal(pgid: int, signum: int) -> bool:
     return True
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie (a killed worker
+    that still holds a lease is not). A pid reused by another process reads as alive: callers
+    fall back on the lease's expiry then, never on a guess."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _stat_fields(pid)[:1] != ["Z"]
+
+
 def _stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat after the command name (which may hold spaces and parentheses):
     state, ppid, pgrp, ..."""

@@ -12,11 +12,30 @@ import logging.config
 import os
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
+from kombu.exceptions import OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gastown_site.settings")
 
-app = Celery("gastown")
+logger = logging.getLogger("gastown.tasks")
+
+
+class GastownTask(Task):
+    """Every task: enqueuing it never raises for a broker that cannot be reached. A task is
+    enqueued after its transaction committed (`transaction.on_commit`): raising then turned a
+    stored change into a 500 (the client retried and was told the rig already exists) and lost
+    the task all the same. The row is the truth; the periodic safety nets (merge_queues_kick,
+    rig_provisions_kick, the lease sweep, reconcile) find the work again once Redis is back."""
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().apply_async(*args, **kwargs)
+        except OperationalError as exc:
+            logger.error("could not enqueue %s (broker unreachable: %s)", self.name, exc)
+            return None
+
+
+app = Celery("gastown", task_cls=GastownTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

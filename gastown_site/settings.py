@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "convoys",
     "cascades",
     "runner",
+    "audit",
     "backups",
     "demo",
     "board",
@@ -118,6 +119,7 @@ MIDDLEWARE = [
     "common.middleware.RequestContextMiddleware",
     "common.middleware.RequestMetricsMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
+    "common.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,7 +158,12 @@ TEMPLATES = [
 if DATABASE_URL:
     # Under ASGI each request runs in its own thread; persistent per-thread connections pile
     # up until PostgreSQL refuses clients. A small pool per process shares a few instead.
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Health checks: a connection PostgreSQL dropped (a restart, pg_terminate_backend) is
+    # replaced when it is taken (the pool checks it: one round trip), not handed to the next
+    # request or task to fail there; without them the pool failed once per connection it held.
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)
+    }
     if not TESTING and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": int(os.environ.get("GASTOWN_DB_POOL_MIN", "2")),
@@ -223,6 +230,7 @@ CELERY_BEAT_SCHEDULE = {
     "mark-stalled-rigs": {"task": "rigs.tasks.rigs_mark_stalled", "schedule": 30.0},
     "reconcile": {"task": "rigs.tasks.reconcile", "schedule": 600.0},
     "merge-queues": {"task": "rigs.tasks.merge_queues_kick", "schedule": 30.0},
+    "provisions": {"task": "rigs.tasks.rig_provisions_kick", "schedule": 60.0},
     "supervise-agent-runs": {"task": "runner.tasks.agent_runs_supervise", "schedule": 10.0},
     "prune-run-logs": {"task": "runner.tasks.agent_run_logs_prune", "schedule": 3600.0},
     "expire-claim-leases": {"task": "convoys.tasks.bead_leases_expire", "schedule": 30.0},
@@ -408,6 +416,9 @@ GASTOWN_WORKTREE_ROOT = DATA_DIR / "worktrees"
 GASTOWN_HEARTBEAT_LIMIT_SECONDS = int(os.environ.get("GASTOWN_HEARTBEAT_LIMIT_SECONDS", "300"))
 # A claim on a bead is a lease: renewed by the holder's heartbeats (and its run's output), it
 # lapses after this long without one and the bead is open again (convoys/services/leases.py).
+# A rig requested or provisioning whose row has not moved for this long is provisioned again
+# (rigs.tasks.rig_provisions_kick): its task was lost with a killed worker or a broker restart.
+GASTOWN_PROVISION_STALE_SECONDS = float(os.environ.get("GASTOWN_PROVISION_STALE_SECONDS", "60"))
 GASTOWN_CLAIM_LEASE_SECONDS = int(os.environ.get("GASTOWN_CLAIM_LEASE_SECONDS", "600"))
 if GASTOWN_CLAIM_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("GASTOWN_CLAIM_LEASE_SECONDS must be at least 1 (seconds).")

@@ -9,6 +9,7 @@
   (or records them merged when their commits already reached the target: never twice).
 """
 
+import itertools
 import logging
 import os
 import socket
@@ -17,11 +18,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from common.process import private_dir
+from common.clock import db_now
+from common.faults import fault_point
+from common.process import pid_alive, private_dir
 from common.statemachine import StaleState
 from rigs import commands, git, paths, services
 from rigs.models import MergeQueueLease, MergeRequest, Repository
@@ -39,15 +42,27 @@ def worker_id() -> str:
 # --- the lease --------------------------------------------------------------------------------
 
 
+def holder_dead(holder: str) -> bool:
+    """Whether a lease holder (`host:pid:nonce`, see `worker_id`) is a process of this machine
+    that is gone: a SIGKILLed worker's lease need not be waited out (it lasts minutes, a gate's
+    time limit twice). Another machine's holder, or a pid that exists, is not known dead."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def lease_acquire(repository: Repository, target_branch: str, holder: str, ttl: float) -> bool:
-    """Take (or renew) the queue's lease if it is free, expired or already ours."""
-    now = timezone.now()
+    """Take (or renew) the queue's lease if it is free, expired, already ours, or held by a
+    dead process of this machine (taken over by compare-and-swap on the dead holder's name)."""
+    now = db_now()  # (a worker whose clock jumped must not see a live lease expired)
     expires = now + timedelta(seconds=ttl)
-    taken = (
-        MergeQueueLease.objects.filter(repository=repository, target_branch=target_branch)
-        .filter(Q(holder=holder) | Q(expires_at__lt=now))
-        .update(holder=holder, expires_at=expires)
-    )
+    lease = MergeQueueLease.objects.filter(repository=repository, target_branch=target_branch)
+    free = Q(holder=holder) | Q(expires_at__lt=now)
+    current = lease.exclude(free).values_list("holder", flat=True).first()
+    if current is not None and holder_dead(current):
+        logger.warning("merge queue %s: taking over the lease of dead %s", target_branch, current)
+        free |= Q(holder=current)
+    taken = lease.filter(free).update(holder=holder, expires_at=expires)
     if taken:
         return True
     try:
@@ -64,9 +79,20 @@ def lease_acquire(repository: Repository, target_branch: str, holder: str, ttl: 
 
 
 def lease_release(repository: Repository, target_branch: str, holder: str) -> None:
-    MergeQueueLease.objects.filter(
+    """Give the lease up. After the database dropped our connection (a failed run's usual
+    cause), once more on a new connection: a live worker's lease is never taken over, so left
+    there it would stall the queue for its whole time to live (a gate's time limit twice)."""
+    lease = MergeQueueLease.objects.filter(
         repository=repository, target_branch=target_branch, holder=holder
-    ).delete()
+    )
+    try:
+        lease.delete()
+    except (OperationalError, InterfaceError):
+        if transaction.get_connection().in_atomic_block:
+            raise
+        logger.warning("merge queue %s: releasing the lease on a new connection", target_branch)
+        transaction.get_connection().close()
+        lease.delete()
 
 
 # --- gates ------------------------------------------------------------------------------------
@@ -92,6 +118,7 @@ def gate_run(repository: Repository, commit: str) -> GateResult:
         return GateResult(True, 0, "", 0.0)
     scratch_dir = private_dir(paths.gate_scratch_dir(repository.name))
     with git.temporary_worktree(repository.path, commit, scratch_dir) as scratch:
+        fault_point("gate.running")
         result = commands.checkout_command_run(
             repository.gate_command,
             checkout=scratch,
@@ -214,8 +241,14 @@ class QueueRun:
                 )
 
     def recover(self) -> None:
-        """Requests a dead worker left in checking/testing go back to the queue."""
-        for mr in self.queue().filter(state__in=[S.CHECKING, S.TESTING]):
+        """Requests a dead worker left in checking/testing: a candidate it published (its
+        recorded `merge_commit` is on the target) is recorded as the landing it was; the rest
+        go back to the queue, their unpublished commits forgotten."""
+        stranded = list(self.queue().filter(state__in=[S.CHECKING, S.TESTING]))
+        self.published_record([mr for mr in stranded if mr.merge_commit and mr.target_commit])
+        for mr in stranded:
+            if mr.state == S.MERGED:
+                continue
             try:
                 services.merge_request_transition(
                     merge_request=mr,
@@ -224,9 +257,52 @@ class QueueRun:
                     claimed_by="",
                     claim_expires_at=None,
                     batch_id=None,
+                    merge_commit="",
+                    gate_exit_code=None,
+                    gate_log_tail="",
+                    gate_seconds=None,
                 )
             except StaleState:
                 continue
+
+    def published_record(self, intents: list[MergeRequest]) -> None:
+        """Finish the landings a dead worker published but did not record: per batch, the
+        steps whose merge commit the target reaches, chained base to tip as they were built."""
+        if not intents:
+            return
+        repo = self.repository.path
+        tip = git.resolve_branch(repo, self.target_branch)
+        if tip is None:
+            return
+        missing = git.commits_missing(repo, [mr.merge_commit for mr in intents])
+        present = [mr for mr in intents if mr.merge_commit not in missing]
+        off_target = git.commits_unreachable(repo, [mr.merge_commit for mr in present], [tip])
+        batches: dict = {}
+        for mr in present:
+            if mr.merge_commit not in off_target:
+                batches.setdefault(mr.batch_id, []).append(mr)
+        for mrs in batches.values():
+            mrs.sort(key=lambda mr: (mr.priority, mr.created_at, mr.id))  # the order of `claim`
+            chained = all(a.merge_commit == b.target_commit for a, b in itertools.pairwise(mrs))
+            if not chained:
+                continue  # not one candidate as built: back to the queue (nothing lands twice)
+            candidate = Candidate(base=mrs[0].target_commit, tip=mrs[-1].merge_commit)
+            candidate.steps = [
+                Step(mr, mr.source_commit, mr.target_commit, mr.merge_commit) for mr in mrs
+            ]
+            first = mrs[0]
+            gate = None
+            if first.gate_exit_code is not None:
+                gate = GateResult(
+                    True, first.gate_exit_code, first.gate_log_tail, first.gate_seconds or 0.0
+                )
+            logger.warning(
+                "merge queue %s: recording %d request(s) a dead worker published at %s",
+                self.target_branch,
+                len(mrs),
+                candidate.tip[:12],
+            )
+            self.record(candidate, gate)
 
     @transaction.atomic
     def claim(self, limit: int) -> list[MergeRequest]:
@@ -330,10 +406,40 @@ class QueueRun:
         return gate_run(self.repository, candidate.tip)
 
     def publish(self, candidate: Candidate, gate: GateResult | None) -> None:
-        """Compare-and-swap the target from the candidate's base to its tip, then record."""
+        """Compare-and-swap the target from the candidate's base to its tip, then record.
+
+        What is about to be published is written first (each request's `merge_commit` and
+        `target_commit`, and the gate's result, while it is still checking or testing): a
+        worker killed between `update-ref` and the record leaves the truth in the database,
+        and `recover` finishes that landing as it was, instead of recording an empty one."""
         repo = self.repository.path
+        services.merge_requests_publishing(
+            commits={
+                step.merge_request.id: {
+                    "merge_commit": step.after,
+                    "target_commit": step.before,
+                    **self._gate_fields(gate),
+                }
+                for step in candidate.steps
+            }
+        )
+        fault_point("merge.before_update_ref")
         if candidate.tip != candidate.base:
             git.update_ref(repo, self.ref, candidate.tip, candidate.base)
+        fault_point("merge.after_update_ref")
+        self.record(candidate, gate)
+
+    @staticmethod
+    def _gate_fields(gate: GateResult | None) -> dict:
+        return {
+            "gate_exit_code": gate.exit_code if gate else None,
+            "gate_log_tail": gate.log_tail if gate else "",
+            "gate_seconds": gate.seconds if gate else None,
+        }
+
+    def record(self, candidate: Candidate, gate: GateResult | None) -> None:
+        """Record a published candidate: its requests merged, with their commits and paths."""
+        repo = self.repository.path
         # The candidate's changed paths are the union of its steps' (one diff per step).
         changed: set[str] = set()
         commits = {}
@@ -348,9 +454,7 @@ class QueueRun:
                 "merge_commit": step.after,
                 "target_commit": step.before,
                 "changed_paths": paths,
-                "gate_exit_code": gate.exit_code if gate else None,
-                "gate_log_tail": gate.log_tail if gate else "",
-                "gate_seconds": gate.seconds if gate else None,
+                **self._gate_fields(gate),
                 "claimed_by": "",
                 "claim_expires_at": None,
             }
@@ -448,6 +552,22 @@ def merge_queue_process(repository_id: int, target_branch: str) -> int:
             lease_release(repository, target_branch, holder)
         if not run.queue().filter(state=S.QUEUED).exists():
             return landed
+
+
+def queue_recover(repository_id: int, target_branch: str, holder: str = "") -> bool:
+    """Take a queue's lease long enough to recover what a dead worker left in it (a published
+    candidate recorded, the rest back to `queued`), without landing anything: the audit's repair.
+    False when a live worker holds the lease (it recovers by itself)."""
+    repository = Repository.objects.get(pk=repository_id)
+    holder = holder or worker_id()
+    run = QueueRun(repository, target_branch, holder)
+    if not lease_acquire(repository, target_branch, holder, run.ttl):
+        return False
+    try:
+        run.recover()
+    finally:
+        lease_release(repository, target_branch, holder)
+    return True
 
 
 def merge_queues_with_work() -> list[tuple[int, str]]:

@@ -382,6 +382,15 @@ def reconcile_run(*, repository_id: int | None = None, repair: bool = False) -> 
     return report
 
 
+def commit_keep(repository: Repository, label: str, sha: str) -> str:
+    """Save a commit nothing reaches any more under `refs/gastown/archive/<label>/recovered-
+    <sha>` (the audit's repair of lost work; a no-op when that ref is there). Returns the ref."""
+    ref = f"refs/gastown/archive/{label}/recovered-{sha[:12]}"
+    if git.rev_parse(repository.path, ref) is None:
+        git.update_ref(repository.path, ref, sha, git.ZERO_OID)
+    return ref
+
+
 def rig_worktree_recreate(rig: Rig) -> bool:
     """Check a live rig's branch out again at its worktree path (reconcile's repair, and a
     restore from a backup); a no-op when it is there. False when the branch is gone."""

@@ -9,8 +9,9 @@ stays the recorded value (reading it means a `git status` per worktree), labelle
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -149,3 +150,21 @@ def rig_dirty(rig: Rig) -> RigDirty:
     if dirty is None:
         return RigDirty(rig.dirty, rig.last_synced_at, False)
     return RigDirty(dirty, timezone.now(), True)
+
+
+def rigs_provision_stranded(
+    *, now: datetime | None = None, seconds: float | None = None
+) -> list[int]:
+    """Rigs asked for (or being provisioned) whose row has not moved for `seconds`: their task
+    was lost (a broker that restarted before it was stored, a worker killed with the message
+    unacknowledged, which Redis hands out again only after its visibility timeout). Provisioning
+    them again is safe: a worker still at it holds the rig's lock and the new task skips."""
+    now = now or timezone.now()
+    if seconds is None:
+        seconds = settings.GASTOWN_PROVISION_STALE_SECONDS
+    limit = now - timedelta(seconds=seconds)
+    return list(
+        Rig.objects.filter(
+            state__in=(Rig.State.REQUESTED, Rig.State.PROVISIONING), updated_at__lt=limit
+        ).values_list("id", flat=True)
+    )

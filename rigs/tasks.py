@@ -41,6 +41,17 @@ def rig_sync_all() -> int:
 
 
 @shared_task
+def rig_provisions_kick() -> int:
+    """Periodic safety net: provision again the rigs whose provisioning task was lost."""
+    from rigs.selectors import rigs_provision_stranded
+
+    ids = rigs_provision_stranded()
+    for rig_id in ids:
+        rig_provision.delay(rig_id)
+    return len(ids)
+
+
+@shared_task
 def rig_teardown(rig_id: int, force: bool = False, requested_by: str = "") -> str:
     from rigs import operations
 

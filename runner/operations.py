@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from common import process
+from common.clock import db_now
 from common.statemachine import StaleState
 from rigs.models import hash_token
 from runner import rules, services
@@ -106,7 +107,7 @@ def agent_runs_supervise() -> dict[str, int]:
     runs silent past the heartbeat limit (no output and no heartbeat: killed, then restarted
     by the usual failure path); then start what can start."""
     host = process.host_name()
-    now = timezone.now()
+    now = db_now()  # the database's clock: a worker's jumped clock kills no live agent
     limit = timedelta(seconds=settings.GASTOWN_HEARTBEAT_LIMIT_SECONDS)
     lost = silent = 0
     live = AgentRun.objects.filter(state__in=AgentRun.PROCESS_STATES, host=host).select_related(

@@ -78,15 +78,18 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def worker_process(*extra_args: str):
+def worker_process(*extra_args: str, env: dict[str, str] | None = None, purge: bool = True):
     """A real Celery worker: a separate `celery worker` process (prefork, as deployed) on the
-    real broker and the test database. `extra_args` e.g. `--beat` for the periodic tasks. Its
-    output is in `app.worker_log` (a path)."""
+    real broker and the test database. `extra_args` e.g. `--beat` for the periodic tasks; `env`
+    more environment (the fault tests' GASTOWN_FAULT_PAUSE); `purge=False` keeps what is queued
+    (a worker started after another was killed). Its output is in `app.worker_log` (a path);
+    the process is `app.worker_process`."""
     from gastown_site.celery import app
 
     # Tasks queued by earlier tests point at rows that are gone; drop them.
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
+    if purge:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log_path = settings.DATA_DIR / f"worker-{name}.log"
     with open(log_path, "w") as log:
@@ -110,7 +113,7 @@ def worker_process(*extra_args: str):
                 "INFO",
                 *extra_args,
             ],
-            env=subprocess_env(),
+            env={**subprocess_env(), **(env or {})},
             cwd=BASE_DIR,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,6 +125,7 @@ def worker_process(*extra_args: str):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start: {log_path.read_text()[-3000:]}")
         app.worker_log = log_path
+        app.worker_process = process
         yield app
     finally:
         stop_process_group(process)

@@ -1,7 +1,7 @@
 """The house rules, read from the imports (standard library `ast`; no code is run):
 
 - layers: an app imports only the apps below it (common < events < rigs < notifications <
-  convoys < cascades < runner < backups < metrics < demo < board); nothing imports `board`,
+  convoys < cascades < runner < audit < backups < metrics < demo < board); nothing imports `board`,
   `metrics` or `demo` but the URL conf and the launcher;
 - only `rigs/git/run.py` reaches git (GitPython), only `common/process.py` starts or kills
   processes (the dev launcher and the embedded Redis excepted);
@@ -26,6 +26,7 @@ ORDER = [
     "convoys",
     "cascades",
     "runner",
+    "audit",
     "backups",
     "metrics",
     "demo",

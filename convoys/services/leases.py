@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.clock import db_now
 from convoys.models import Bead, BeadComment, Convoy, Leg
 from convoys.services.bead_graph import bead_event
 from rigs.models import Agent, Rig
@@ -213,7 +214,7 @@ def _claim_end(bead_id: int, *, still: Q, cause: str, reason: Callable[[Bead], s
 def bead_leases_expire(*, now: datetime | None = None) -> list[Bead]:
     """Periodic (beat, every 30 s): claims whose lease lapsed go back to open, each in its own
     transaction (a renewal or a claim that wins the race meanwhile leaves it alone)."""
-    now = now or timezone.now()
+    now = now or db_now()  # the database's clock: a worker's jumped clock lapses nothing
     lapsed = (
         Bead.objects.filter(lease_lapsed(now))
         .order_by("lease_expires_at", "pk")

@@ -252,3 +252,73 @@ def tree_of(repo: StrPath, commit: str) -> str:
     return run(
         repo, "rev-parse", "--verify", "--end-of-options", f"{_commit(repo, commit)}^{{tree}}"
     )
+
+
+# --- reads for the invariant audit: a fixed number of git processes per repository -----------
+
+
+def commits_missing(repo: StrPath, shas: Iterable[str]) -> set[str]:
+    """Which of ``shas`` are not commits in ``repo`` (absent, or not a commit): one
+    ``cat-file --batch-check`` however many are asked. Malformed ids count as missing."""
+    wanted = sorted({s for s in shas if s})
+    bad = {s for s in wanted if not _OID.fullmatch(s)}
+    good = [s for s in wanted if s not in bad]
+    if not good:
+        return bad
+    out = run(
+        repo,
+        "cat-file",
+        "--batch-check=%(objectname) %(objecttype)",
+        stdin="\n".join(good) + "\n",
+    )
+    present = set()
+    for line in out.splitlines():
+        sha, _, kind = line.partition(" ")
+        if kind == "commit":
+            present.add(sha)
+    return bad | (set(good) - present)
+
+
+def commits_unreachable(
+    repo: StrPath, commits: Iterable[str], refs: Iterable[str], *, timeout: float = 120.0
+) -> set[str]:
+    """Which of ``commits`` (existing commit ids) no ref of ``refs`` (full names like
+    ``refs/heads/main``, or commit ids) reaches: one ``rev-list --stdin``, whose output is empty
+    when every one of them is reachable (the common case costs one walk of nothing)."""
+    wanted = sorted(set(commits))
+    if not wanted:
+        return set()
+    for name in refs:
+        if not _OID.fullmatch(name):
+            _check_ref(name, "ref")
+    negative = [f"^{name}" for name in sorted(set(refs))]
+    out = run(
+        repo, "rev-list", "--stdin", stdin="\n".join([*wanted, *negative]) + "\n", timeout=timeout
+    )
+    return set(out.split()) & set(wanted)
+
+
+def first_parent_line(
+    repo: StrPath, tip: str, stops: Iterable[str], *, timeout: float = 120.0
+) -> list[str]:
+    """The target's first-parent line from ``tip`` (newest first) down to, not including, the
+    commits of ``stops`` and what they reach: the sequence of tips a target branch moved through
+    (each landing adds one step, or a few for the rebase strategy)."""
+    args = [_commit(repo, tip), *(f"^{_commit(repo, s)}" for s in sorted(set(stops)))]
+    out = run(
+        repo, "rev-list", "--first-parent", "--stdin", stdin="\n".join(args) + "\n", timeout=timeout
+    )
+    return out.split()
+
+
+def refs_under(repo: StrPath, *prefixes: str) -> dict[str, str]:
+    """Refs under ``prefixes`` (``refs/heads/``, ``refs/gastown/archive/``) -> commit id: one
+    ``for-each-ref``."""
+    for prefix in prefixes:
+        _check_ref(prefix.rstrip("/"), "ref prefix")
+    out = run(repo, "for-each-ref", "--format=%(objectname) %(refname)", "--", *prefixes)
+    refs = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition(" ")
+        refs[name] = sha
+    return refs

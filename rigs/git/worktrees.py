@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.faults import fault_point
 from rigs.git.refs import _commit, create_branch, resolve_branch, validate_ref_name
 from rigs.git.run import (
     GitError,
@@ -131,6 +132,7 @@ def worktree_add(
             start = _commit(repo, create_from)
             add = ["worktree", "add", *no_checkout, "-b", branch, "--", str(target), start]
             if _execute(repo, add, timeout)[0] == 0:
+                fault_point("worktree.add")
                 if sparse_paths is not None:
                     _sparse_checkout(target, sparse_paths, timeout)
                 return True

@@ -39,6 +39,7 @@ from rigs.services.merge_requests import (
     merge_request_review_record,
     merge_request_transition,
     merge_requests_landed,
+    merge_requests_publishing,
 )
 from rigs.services.repositories import (
     REPOSITORY_EDITABLE,
@@ -89,6 +90,7 @@ __all__ = [
     "merge_request_review_record",
     "merge_request_transition",
     "merge_requests_landed",
+    "merge_requests_publishing",
     "repository_location_validate",
     "repository_name_from_path",
     "repository_register",

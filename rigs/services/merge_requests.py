@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import Refusal
+from common.faults import fault_point
 from common.statemachine import StaleState, transition
 from events.services import event_append
 from rigs import signals, tasks
@@ -162,6 +163,20 @@ def merge_request_finish(
 
 
 @transaction.atomic
+def merge_requests_publishing(*, commits: dict[int, dict[str, Any]]) -> int:
+    """What the merge queue is about to publish, written before it moves the target: each
+    request's `merge_commit`, `target_commit` and gate result, the state unchanged (checking or
+    testing; no event: nothing happened yet that a client sees). A worker killed after the move
+    leaves this for `QueueRun.recover` to record as the landing it was. Returns rows written."""
+    written = 0
+    for merge_request_id, fields in commits.items():
+        written += MergeRequest.objects.filter(
+            pk=merge_request_id, state__in=(MergeRequest.State.CHECKING, MergeRequest.State.TESTING)
+        ).update(**fields, updated_at=timezone.now())
+    return written
+
+
+@transaction.atomic
 def merge_requests_landed(
     *,
     merge_requests: list[MergeRequest],
@@ -193,6 +208,7 @@ def merge_requests_landed(
         new_tip=new_tip,
         changed_paths=changed_paths,
     )
+    fault_point("landing.recording")  # (the fault campaign: inside the landing's transaction)
 
 
 class ReviewRefused(Refusal):

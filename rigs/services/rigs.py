@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.clock import db_now
 from common.statemachine import StaleState, transition
 from rigs import paths, signals, tasks
 from rigs.models import Agent, Repository, Rig
@@ -208,7 +209,7 @@ def rig_sync_record(
 
 def rigs_mark_stalled(*, now: datetime | None = None) -> list[Rig]:
     """Working rigs whose agent has been silent past the limit become `stalled`."""
-    now = now or timezone.now()
+    now = now or db_now()  # the database's clock: a worker's jumped clock stalls nothing
     limit = now - timedelta(seconds=settings.GASTOWN_HEARTBEAT_LIMIT_SECONDS)
     silent = Rig.objects.filter(state=Rig.State.WORKING).filter(
         last_heartbeat_at__lt=limit

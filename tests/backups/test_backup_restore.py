@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from audit.checks import audit_run
 from backups import services as backup_services
 from backups.manifest import file_sha256
 from common.process import host_name
@@ -234,6 +235,8 @@ def installation(git_repo, repo_root, inner_root, settings):
 
 def test_backup_mid_convoy_restores_into_a_fresh_data_dir_that_starts(installation, tmp_path):
     app = installation["app"]
+    source_audit = audit_run()
+    assert source_audit.clean, source_audit.text()
     dest = tmp_path / "backup"
     out = io.StringIO()
     call_command("backup", str(dest), stdout=out)
@@ -303,6 +306,7 @@ def test_backup_mid_convoy_restores_into_a_fresh_data_dir_that_starts(installati
         # the restored installation starts: checks, reconciles, serves, provisions a new rig
         ok(manage(env, "check"))
         assert "No drift." in ok(manage(env, "reconcile"))
+        assert "Audit clean" in ok(manage(env, "audit"))  # every invariant holds (audit/)
         started_rig = start_and_provision(env, target, installation["token"], app.id)
         assert Path(started_rig["worktree_path"]).is_dir()
 

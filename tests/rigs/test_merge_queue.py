@@ -340,3 +340,88 @@ def test_merge_landed_signal_carries_tips_and_paths(git_repo):
     assert event["new_tip"] == run_git(git_repo, "rev-parse", "main")
     assert event["changed_paths"] == ["auth/tokens.py"]
     assert event["target_branch"] == "main"
+
+
+class Killed(BaseException):
+    """A worker's death at a fault point (nothing after it runs, no `except Exception` sees it)."""
+
+
+def test_worker_killed_after_update_ref_is_recorded_as_the_landing_it_was(git_repo, monkeypatch):
+    """The queue writes what it will publish before `update-ref`; a worker that dies right after
+    the target moved leaves that, and the next run records the landing as it was (its merge
+    commit, the tip it moved from, its paths, its gate), so cascades hear of it: not an empty
+    landing. (The same death in a real process: tests/faults/.)"""
+    repository = register(git_repo, batch_size=2, gate_command="true")
+    mrs = [request_merge(rig_with_change(repository, s, f"{s}.txt", "x\n")) for s in ("a", "b")]
+    old_tip = run_git(git_repo, "rev-parse", "main")
+
+    def die(point):
+        if point == "merge.after_update_ref":
+            raise Killed
+
+    monkeypatch.setattr(merge_queue, "fault_point", die)
+    with pytest.raises(Killed):
+        process(repository)
+    published = run_git(git_repo, "rev-parse", "main")
+    assert published != old_tip
+    assert {MergeRequest.objects.get(pk=m.pk).state for m in mrs} == {S.TESTING}
+    MergeQueueLease.objects.update(expires_at=timezone.now())  # (a dead worker's lease)
+    monkeypatch.undo()
+    landed = []
+    signals.merge_landed.connect(
+        lambda **kw: landed.append(kw), dispatch_uid="test-recovered", weak=False
+    )
+    try:
+        process(repository)
+    finally:
+        signals.merge_landed.disconnect(dispatch_uid="test-recovered")
+    first, second = (MergeRequest.objects.get(pk=m.pk) for m in mrs)
+    assert (first.state, second.state) == (S.MERGED, S.MERGED)
+    assert (first.target_commit, second.merge_commit) == (old_tip, published)
+    assert first.merge_commit == second.target_commit != old_tip
+    assert first.changed_paths == ["a.txt"] and first.gate_exit_code == 0
+    assert run_git(git_repo, "rev-parse", "main") == published  # nothing merged twice
+    assert [(e["old_tip"], e["new_tip"], e["changed_paths"]) for e in landed] == [
+        (old_tip, published, ["a.txt", "b.txt"])
+    ]
+
+
+def test_worker_killed_before_update_ref_is_redone(git_repo, monkeypatch):
+    repository = register(git_repo)
+    mr = request_merge(rig_with_change(repository, "a", "a.txt", "x\n"))
+    old_tip = run_git(git_repo, "rev-parse", "main")
+
+    def die(point):
+        if point == "merge.before_update_ref":
+            raise Killed
+
+    monkeypatch.setattr(merge_queue, "fault_point", die)
+    with pytest.raises(Killed):
+        process(repository)
+    assert run_git(git_repo, "rev-parse", "main") == old_tip
+    monkeypatch.undo()
+    process(repository)
+    mr.refresh_from_db()
+    assert mr.state == S.MERGED and mr.target_commit == old_tip and mr.attempts == 2
+
+
+def test_a_dead_processes_lease_is_taken_over_at_once(git_repo):
+    """A SIGKILLed worker's lease lasts minutes; a holder that is a dead process of this machine
+    is not waited for (one of another machine, or a live pid, is)."""
+    import os
+    import socket
+
+    repository = register(git_repo)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    later = timezone.now() + timezone.timedelta(minutes=20)
+    for holder, taken in [
+        (f"{socket.gethostname()}:{dead.pid}:abc", True),
+        (f"{socket.gethostname()}:{os.getpid()}:abc", False),
+        (f"elsewhere:{dead.pid}:abc", False),
+    ]:
+        MergeQueueLease.objects.all().delete()
+        MergeQueueLease.objects.create(
+            repository=repository, target_branch="main", holder=holder, expires_at=later
+        )
+        assert merge_queue.lease_acquire(repository, "main", "me", 60) is taken, holder

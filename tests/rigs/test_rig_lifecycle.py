@@ -320,3 +320,26 @@ def test_two_workers_racing_on_one_provision(git_repo):
     rig.refresh_from_db()
     assert not errors and rig.state == Rig.State.READY
     assert rig.provision_attempts == 1
+
+
+def test_a_provision_whose_task_was_lost_is_kicked_again(git_repo, monkeypatch):
+    """A task lost with its worker (Redis hands an unacknowledged one out again only after an
+    hour) or with the broker: the periodic kick provisions again the rigs that have not moved
+    for a minute; the rig's lock makes a duplicate of a provision still running skip."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rigs import tasks
+    from rigs.selectors import rigs_provision_stranded
+
+    repository = register(git_repo)
+    fresh, lost = request_rig(repository, "fresh"), request_rig(repository, "lost")
+    Rig.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(seconds=61))
+    assert rigs_provision_stranded() == [lost.id]
+    sent = []
+    monkeypatch.setattr(tasks.rig_provision, "delay", sent.append)
+    assert tasks.rig_provisions_kick() == 1 and sent == [lost.id]
+    operations.rig_provision_run(lost.id)
+    assert Rig.objects.get(pk=lost.pk).state == Rig.State.READY
+    assert Rig.objects.get(pk=fresh.pk).state == Rig.State.REQUESTED
