@@ -126,22 +126,10 @@ def command_run(
     whole environment (build it with `command_environment`)."""
     started = time.monotonic()
     child = shell_spawn(command, cwd=cwd, env=env, sandbox=sandbox)
-    timed_out = False
-    try:
-        raw, _ = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        group_signal(child.pid, signal.SIGKILL)
-        raw, _ = child.communicate()
-        timed_out = True
+    result = _finished(child, timeout=timeout, started=started)
     # whatever the command left behind in its group goes with it
     group_signal(child.pid, signal.SIGKILL)
-    output = raw[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace")
-    return CommandResult(
-        exit_code=None if timed_out else child.returncode,
-        output=output,
-        timed_out=timed_out,
-        seconds=time.monotonic() - started,
-    )
+    return result
 
 
 def program_run(
@@ -151,7 +139,11 @@ def program_run(
     so no sandbox and no shell) to completion in its own process group, killed at the time
     limit. `env` is its whole environment."""
     started = time.monotonic()
-    child = _group_popen(argv, cwd=cwd, env=env)
+    return _finished(_group_popen(argv, cwd=cwd, env=env), timeout=timeout, started=started)
+
+
+def _finished(child: subprocess.Popen, *, timeout: float, started: float) -> CommandResult:
+    """Wait for `child` (its output on stdout); at the time limit kill its whole group."""
     timed_out = False
     try:
         raw, _ = child.communicate(timeout=timeout)

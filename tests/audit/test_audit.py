@@ -26,19 +26,10 @@ from rigs.models import MergeQueueLease, MergeRequest, Rig
 from runner.models import AgentRun
 from tests import factories
 from tests.conftest import git as run_git
-from tests.rigs.helpers import commit_file, register
+from tests.rigs.helpers import commit_file, register, rig_land, rig_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = MergeRequest.State
-
-
-def make_rig(repository, slug: str, agent=None) -> Rig:
-    with transaction.atomic():
-        rig = services.rig_request(repository=repository, slug=slug, agent=agent)
-    operations.rig_provision_run(rig.id)
-    rig.refresh_from_db()
-    assert rig.state == Rig.State.READY, rig.failure_reason
-    return rig
 
 
 def work(rig: Rig, path: str, text: str) -> str:
@@ -46,20 +37,6 @@ def work(rig: Rig, path: str, text: str) -> str:
     operations.rig_sync_run(rig.id)
     rig.refresh_from_db()
     return sha
-
-
-def land(rig: Rig) -> MergeRequest:
-    with transaction.atomic():
-        mr = services.merge_request_create(
-            repository=rig.repository,
-            source_branch=rig.branch,
-            target_branch=rig.repository.target_branch,
-            rig=rig,
-        )
-    merge_queue.merge_queue_process(rig.repository_id, rig.repository.target_branch)
-    mr.refresh_from_db()
-    assert mr.state == S.MERGED, mr.reason
-    return mr
 
 
 def codes(report) -> list[str]:
@@ -71,7 +48,7 @@ def landed(git_repo):
     """A convoy of two legs (api, then ui) landed by the real merge queue with a gate, and a
     third rig (wip) with a commit of its own not merged yet."""
     repository = register(git_repo, gate_command="test -f README.md")
-    api, ui, wip = (make_rig(repository, slug) for slug in ("api", "ui", "wip"))
+    api, ui, wip = (rig_ready(repository, slug) for slug in ("api", "ui", "wip"))
     convoy = convoy_services.convoy_create(
         title="Auth",
         repository=repository,
@@ -83,9 +60,9 @@ def landed(git_repo):
     )
     convoy_services.convoy_launch(convoy=convoy)
     work(api, "auth/api.py", "def login(): ...\n")
-    mrs = [land(api)]
+    mrs = [rig_land(api)]
     work(ui, "ui/login.js", "login()\n")
-    mrs.append(land(ui))
+    mrs.append(rig_land(ui))
     wip_head = work(wip, "wip.txt", "half done\n")
     convoy.refresh_from_db()
     assert convoy.state == Convoy.State.LANDED
@@ -116,9 +93,9 @@ def test_the_audit_costs_the_same_queries_and_git_calls_with_more_rigs(landed):
     with CaptureQueriesContext(connection) as few:
         small = audit_run()
     for i in range(4):
-        rig = make_rig(landed["repository"], f"more{i}")
+        rig = rig_ready(landed["repository"], f"more{i}")
         work(rig, f"more{i}.txt", "x\n")
-        land(rig)
+        rig_land(rig)
     with CaptureQueriesContext(connection) as many:
         big = audit_run()
     assert big.clean, big.text()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import connection
 
 from audit.checks import audit_run
 from backups import services as backup_services
@@ -28,12 +28,12 @@ from common.process import host_name
 from convoys import services as convoy_services
 from convoys.models import Leg
 from events.models import Event
-from rigs import git, merge_queue, operations, services
+from rigs import git, operations, services
 from rigs.models import MergeRequest, Rig
 from runner.models import AgentRun
 from tests import factories
 from tests.conftest import BASE_DIR, free_port, stop_process_group, wait_healthy
-from tests.rigs.helpers import commit_file, register, wait_for
+from tests.rigs.helpers import commit_file, register, rig_land, rig_ready, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,29 +53,6 @@ RELOCATED = {
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def make_rig(repository, slug: str, agent=None) -> Rig:
-    with transaction.atomic():
-        rig = services.rig_request(repository=repository, slug=slug, agent=agent)
-    operations.rig_provision_run(rig.id)
-    rig.refresh_from_db()
-    assert rig.state == Rig.State.READY, rig.failure_reason
-    return rig
-
-
-def land(rig: Rig) -> MergeRequest:
-    with transaction.atomic():
-        mr = services.merge_request_create(
-            repository=rig.repository,
-            source_branch=rig.branch,
-            target_branch=rig.repository.target_branch,
-            rig=rig,
-        )
-    merge_queue.merge_queue_process(rig.repository_id, rig.repository.target_branch)
-    mr.refresh_from_db()
-    assert mr.state == MergeRequest.State.MERGED, mr.reason
-    return mr
 
 
 @contextlib.contextmanager
@@ -198,7 +175,7 @@ def installation(git_repo, repo_root, inner_root, settings):
 
     app = register(git_repo)
     agent, token = services.agent_create(name="agent-1")
-    api_rig, ui_rig = make_rig(app, "api", agent), make_rig(app, "ui", agent)
+    api_rig, ui_rig = rig_ready(app, "api", agent), rig_ready(app, "ui", agent)
     convoy = convoy_services.convoy_create(
         title="Build the authentication system",
         repository=app,
@@ -213,11 +190,11 @@ def installation(git_repo, repo_root, inner_root, settings):
 
     commit_file(Path(api_rig.worktree_path), "auth/api.py", "def login(): ...\n", "api")
     operations.rig_sync_run(api_rig.id)
-    land(api_rig)
+    rig_land(api_rig)
     commit_file(Path(ui_rig.worktree_path), "ui/login.js", "login()\n", "ui: login page")
     operations.rig_sync_run(ui_rig.id)
 
-    old = make_rig(app, "old")
+    old = rig_ready(app, "old")
     commit_file(Path(old.worktree_path), "old.txt", "unmerged\n", "old work")
     assert "saved at refs/gastown/archive/old/" in operations.rig_teardown_run(old.id, force=True)
 

@@ -43,3 +43,12 @@ def operator_client(client, operator):
 def viewer_client(client, viewer):
     client.force_login(viewer)
     return client
+
+
+@pytest.fixture
+def chromium(asgi_server, monkeypatch):
+    """Chromium against the test's ASGI server (a module may define its own)."""
+    from tests.board.browser import chromium_launched
+
+    with chromium_launched(monkeypatch) as browser:
+        yield browser

@@ -14,7 +14,7 @@ from rigs.models import Rig
 from rigs.permissions import OPERATOR_GROUP
 from tests import factories
 from tests.api.test_cli import gt, ok
-from tests.board.browser import ARTIFACTS, CHROMIUM, chromium_launched
+from tests.board.browser import ARTIFACTS, CHROMIUM
 from tests.board.conftest import PASSWORD
 
 pytestmark = [
@@ -22,12 +22,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
 ]
-
-
-@pytest.fixture
-def chromium(asgi_server, monkeypatch):
-    with chromium_launched(monkeypatch) as browser:
-        yield browser
 
 
 def test_an_escalation_shows_on_the_board_and_is_answered(

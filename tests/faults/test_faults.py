@@ -25,7 +25,7 @@ from rigs import operations, services, tasks
 from rigs.models import MergeQueueLease, MergeRequest, Rig
 from tests.conftest import free_port, worker_process
 from tests.conftest import git as run_git
-from tests.rigs.helpers import commit_file, register, wait_for, wait_state
+from tests.rigs.helpers import commit_file, register, rig_ready, wait_for, wait_state
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 S = MergeRequest.State
@@ -75,17 +75,8 @@ def assert_audit_clean() -> None:
     assert report.clean, report.text()
 
 
-def provisioned(repository, slug: str) -> Rig:
-    with transaction.atomic():
-        rig = services.rig_request(repository=repository, slug=slug)
-    operations.rig_provision_run(rig.id)
-    rig.refresh_from_db()
-    assert rig.state == Rig.State.READY, rig.failure_reason
-    return rig
-
-
 def rig_with_work(repository, slug: str) -> Rig:
-    rig = provisioned(repository, slug)
+    rig = rig_ready(repository, slug)
     commit_file(Path(rig.worktree_path), f"{slug}.txt", f"{slug}\n", f"{slug}: work")
     operations.rig_sync_run(rig.id)
     rig.refresh_from_db()

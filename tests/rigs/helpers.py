@@ -58,3 +58,37 @@ def commit_file(worktree: Path, name: str, content: str, message: str = "change"
 def register(git_repo: Path, **kw):
     kw.setdefault("name", git_repo.name)
     return services.repository_register(path=str(git_repo), **kw)
+
+
+def rig_ready(repository, slug: str, agent=None) -> Rig:
+    """A rig requested and provisioned here (no worker), asserted ready."""
+    from django.db import transaction
+
+    from rigs import operations
+
+    with transaction.atomic():
+        rig = services.rig_request(repository=repository, slug=slug, agent=agent)
+    operations.rig_provision_run(rig.id)
+    rig.refresh_from_db()
+    assert rig.state == Rig.State.READY, rig.failure_reason
+    return rig
+
+
+def rig_land(rig: Rig):
+    """The rig's branch merged into its target by the real queue, asserted merged."""
+    from django.db import transaction
+
+    from rigs import merge_queue
+    from rigs.models import MergeRequest
+
+    with transaction.atomic():
+        mr = services.merge_request_create(
+            repository=rig.repository,
+            source_branch=rig.branch,
+            target_branch=rig.repository.target_branch,
+            rig=rig,
+        )
+    merge_queue.merge_queue_process(rig.repository_id, rig.repository.target_branch)
+    mr.refresh_from_db()
+    assert mr.state == MergeRequest.State.MERGED, mr.reason
+    return mr
